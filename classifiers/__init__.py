@@ -1,0 +1,1 @@
+"""Model-backed scoring: quality classifiers, the encoder classifier, the hybrid LM scorer."""

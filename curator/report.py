@@ -1,0 +1,142 @@
+"""``curator report RUN_DIR``: a self-contained HTML page about a run (inline SVG, no network)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+from curator.plan import MANIFEST, STATS_DIR
+from curator.runner import RUN_RECORD
+from curator.stage import ShardStats
+from curator.storage import filesystem, join, read_json
+
+
+@dataclass
+class StageSummary:
+    """What the report shows of one stage."""
+
+    stage_id: str
+    uses: str
+    kind: str
+    shards_total: int
+    shards_done: int = 0
+    stats: ShardStats = field(default_factory=ShardStats)
+    complete: bool = False
+
+
+def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
+    """Read a run directory's run record and every stage's shard stats."""
+    run = read_json(join(run_dir, RUN_RECORD))
+    if not isinstance(run, dict):
+        raise FileNotFoundError(f"{run_dir}: no {RUN_RECORD} (is this a curator run directory?)")
+    summaries = []
+    for stage in run.get("stages", []):
+        summary = StageSummary(stage["id"], stage["uses"], stage["kind"], int(stage.get("shards", 0)))
+        stage_dir = join(run_dir, stage["id"])
+        manifest = read_json(join(stage_dir, MANIFEST))
+        fingerprints = {s["name"]: s["fingerprint"] for s in manifest.get("shards", [])} if manifest else None
+        fs, stats_dir = filesystem(join(stage_dir, STATS_DIR))
+        if fs.isdir(stats_dir):
+            for path in sorted(fs.ls(stats_dir, detail=False)):
+                name = path.rsplit("/", 1)[-1]
+                if not (name.startswith("part-") and name.endswith(".json")):
+                    continue
+                record = read_json(join(stage_dir, STATS_DIR, name))
+                if not isinstance(record, dict):
+                    continue
+                if fingerprints is not None and fingerprints.get(name[:-5]) != record.get("fingerprint"):
+                    continue
+                summary.shards_done += 1
+                summary.stats.add(ShardStats.from_json(record.get("stats", {})))
+        summary.complete = manifest is not None and summary.shards_done >= summary.shards_total
+        summaries.append(summary)
+    return run, summaries
+
+
+def _human(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}P"
+
+
+def funnel_svg(title: str, labels: list[str], values: list[int], color: str) -> str:
+    """A horizontal bar chart as inline SVG."""
+    width, bar_h, gap, left, right = 760, 26, 8, 170, 90
+    height = 40 + len(labels) * (bar_h + gap)
+    top = max(values) if values and max(values) > 0 else 1
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(title)}" class="plot">',
+        f'<text x="0" y="18" font-size="15" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for i, (label, value) in enumerate(zip(labels, values)):
+        y = 32 + i * (bar_h + gap)
+        w = (width - left - right) * value / top
+        parts.append(f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" font-size="13" text-anchor="end">'
+                     f'{html.escape(label)}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{max(w, 1):.1f}" height="{bar_h}" fill="{color}"/>')
+        parts.append(f'<text x="{left + w + 6:.1f}" y="{y + bar_h * 0.7:.1f}" font-size="13">{_human(value)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render(run: dict[str, Any], stages: list[StageSummary]) -> str:
+    """The report page as a string."""
+    labels = [s.stage_id for s in stages]
+    docs = [s.stats.docs_out for s in stages]
+    nbytes = [s.stats.bytes_out for s in stages]
+    rows = []
+    for s in stages:
+        drops = ", ".join(f"{html.escape(k)}: {v:,}" for k, v in s.stats.drops.most_common()) or "-"
+        rate = s.stats.docs_in / s.stats.seconds if s.stats.seconds else 0
+        rows.append(
+            f"<tr><td>{html.escape(s.stage_id)}</td><td><code>{html.escape(s.uses)}</code></td>"
+            f"<td>{s.shards_done}/{s.shards_total}{'' if s.complete else ' (incomplete)'}</td>"
+            f"<td>{s.stats.docs_in:,}</td><td>{s.stats.docs_out:,}</td><td>{_human(s.stats.bytes_out)}B</td>"
+            f"<td>{s.stats.seconds:,.1f}</td><td>{rate:,.0f}</td><td>{drops}</td></tr>"
+        )
+    failures = run.get("failures") or []
+    failure_html = (
+        "<h2>Failures</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in failures) + "</ul>"
+        if failures else ""
+    )
+    updated = dt.datetime.fromtimestamp(run.get("updated_at", 0), dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>curator run report: {html.escape(str(run.get('pipeline')))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td:first-child, td:nth-child(2), td:last-child, th {{ text-align: left; }}
+.status-complete {{ color: #17692b; }} .status-failed {{ color: #b00020; }}
+svg.plot {{ display: block; margin: 1em 0; }}
+</style></head><body>
+<h1>Run report: {html.escape(str(run.get('pipeline')))}</h1>
+<p>Status: <b class="status-{html.escape(str(run.get('status')))}">{html.escape(str(run.get('status')))}</b>
+ &middot; pipeline file <code>{html.escape(str(run.get('pipeline_file')))}</code> &middot; updated {updated}</p>
+{failure_html}
+<h2>Funnel</h2>
+{funnel_svg("Documents out of each stage", labels, docs, "#3b6ea8")}
+{funnel_svg("Content bytes out of each stage (text, or raw body before extraction)", labels, nbytes, "#c26a2e")}
+<h2>Stages</h2>
+<table><tr><th>stage</th><th>uses</th><th>shards</th><th>docs in</th><th>docs out</th><th>bytes out</th>
+<th>task seconds</th><th>docs/s per task</th><th>drops by reason</th></tr>
+{''.join(rows)}
+</table>
+</body></html>
+"""
+
+
+def write_report(run_dir: str, out: str | None = None) -> str:
+    """Write the report for ``run_dir`` (default ``RUN_DIR/report.html``); return its path."""
+    run, stages = collect(run_dir)
+    path = out or join(run_dir, "report.html")
+    fs, fs_path = filesystem(path)
+    with fs.open(fs_path, "w", encoding="utf-8") as fh:
+        fh.write(render(run, stages))
+    return path

@@ -1,0 +1,9 @@
+"""The stages this package registers (entry point ``curator.stages``)."""
+
+from curator.stage import Stage
+from stages.exact_dedup import ExactDedup
+from stages.html_text import HtmlToText
+from stages.identity import Identity
+from stages.warc_reader import WarcReader
+
+STAGES: tuple[type[Stage], ...] = (WarcReader, HtmlToText, ExactDedup, Identity)

@@ -1,0 +1,189 @@
+"""Exact deduplication across a whole dataset, out of core.
+
+Phases (each a set of Dask tasks, each resumable):
+1. ``hash``: per input shard, the MD5 of every document's normalised text, written sorted into
+   hash buckets (one Parquet row group per bucket);
+2. ``group``: per bucket, all rows with that bucket from every shard: duplicates grouped, the kept
+   copy chosen (smallest ``id``, then earliest shard and row), written per input shard;
+3. output: per input shard, its rows minus the duplicates, with ``exact_dup_count`` (copies of the
+   text in the dataset, 1 for unique documents) on the kept rows.
+
+Only hashes, ids and row numbers travel between phases; documents are read twice and never shuffled.
+
+Normalisation (``normalize``): ``none`` hashes the text as is; ``whitespace`` (default) trims it and
+collapses every run of whitespace to one space; ``lower_whitespace`` also lower-cases it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from curator.global_run import GlobalRun
+from curator.plan import ShardTask
+from curator.stage import DROP_REASON, GlobalStage, ShardStats, content_bytes, split_drops
+from curator.storage import ShardWriter, filesystem, join, read_batches
+from curator.tasks import write_shard
+
+HASH_SCHEMA = pa.schema([("h1", pa.uint64()), ("h2", pa.uint64()), ("id", pa.string()),
+                         ("shard", pa.int32()), ("row", pa.int64())])
+GROUP_SCHEMA = pa.schema([("shard", pa.int32()), ("row", pa.int64()), ("count", pa.int64())])
+
+
+def normalize_text(texts: pa.ChunkedArray | pa.Array, mode: str) -> list[str | None]:
+    """Apply a normalisation mode to a text column."""
+    if mode in ("whitespace", "lower_whitespace"):
+        texts = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, r"\s+", " "))
+    if mode == "lower_whitespace":
+        texts = pc.utf8_lower(texts)
+    return texts.to_pylist()
+
+
+def text_hashes(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """MD5 of each text as two uint64 halves (None hashes like the empty string)."""
+    raw = b"".join(hashlib.md5((t or "").encode("utf-8")).digest() for t in texts)
+    halves = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, 2) if texts else np.zeros((0, 2), np.uint64)
+    return halves[:, 0].copy(), halves[:, 1].copy()
+
+
+def _hash_shard(item: tuple[int, str], column: str, normalize: str, buckets: int, work_dir: str,
+                batch_rows: int) -> list[int]:
+    """Phase 1: hash one shard; return the row-group index of each bucket in its file (-1: none)."""
+    shard, path = item
+    parts: list[pa.Table] = []
+    row = 0
+    for batch in read_batches(path, batch_rows, columns=["id", column]):
+        h1, h2 = text_hashes(normalize_text(batch.column(column), normalize))
+        n = batch.num_rows
+        parts.append(pa.table({"h1": h1, "h2": h2, "id": batch.column("id").cast(pa.string()),
+                               "shard": np.full(n, shard, np.int32), "row": np.arange(row, row + n, dtype=np.int64)},
+                              schema=HASH_SCHEMA))
+        row += n
+    table = pa.concat_tables(parts) if parts else HASH_SCHEMA.empty_table()
+    bucket = (table.column("h1").to_numpy() % np.uint64(buckets)).astype(np.int64) if table.num_rows else np.zeros(0, np.int64)
+    order = np.argsort(bucket, kind="stable")
+    table = table.take(order)
+    bucket = bucket[order]
+    bounds = np.searchsorted(bucket, np.arange(buckets + 1))
+    writer = ShardWriter(join(work_dir, "hash", f"part-{shard:05d}.parquet"), HASH_SCHEMA)
+    index = []
+    group = 0
+    for b in range(buckets):
+        lo, hi = int(bounds[b]), int(bounds[b + 1])
+        if hi > lo:
+            writer.write(table.slice(lo, hi - lo), row_group_size=hi - lo)
+            index.append(group)
+            group += 1
+        else:
+            index.append(-1)
+    writer.commit()
+    return index
+
+
+def _group_bucket(bucket: int, hash_files: list[str], row_groups: list[list[int]], work_dir: str) -> dict[str, int]:
+    """Phase 2: find duplicate groups in one bucket; return {shard: row group} of the result file."""
+    parts = []
+    for path, groups in zip(hash_files, row_groups):
+        if groups[bucket] >= 0:
+            fs, fs_path = filesystem(path)
+            with fs.open(fs_path, "rb") as fh:
+                parts.append(pq.ParquetFile(fh).read_row_group(groups[bucket]))
+    if not parts:
+        return {}
+    table = pa.concat_tables(parts)
+    h1 = table.column("h1").to_numpy()
+    h2 = table.column("h2").to_numpy()
+    ids = np.array(table.column("id").to_pylist(), dtype=object)
+    shard = table.column("shard").to_numpy()
+    row = table.column("row").to_numpy()
+    # Sort by hash, then by the tie-breakers that make the kept copy deterministic.
+    id_rank = np.unique(ids.astype(str), return_inverse=True)[1]
+    order = np.lexsort((row, shard, id_rank, h2, h1))
+    h1, h2, shard, row = h1[order], h2[order], shard[order], row[order]
+    new_group = np.ones(len(order), bool)
+    new_group[1:] = (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])
+    group_id = np.cumsum(new_group) - 1
+    sizes = np.bincount(group_id)
+    dup = sizes[group_id] > 1
+    count = np.where(new_group, sizes[group_id], 0)[dup]
+    result = pa.table({"shard": shard[dup].astype(np.int32), "row": row[dup], "count": count.astype(np.int64)},
+                      schema=GROUP_SCHEMA)
+    result = result.take(np.lexsort((result.column("row").to_numpy(), result.column("shard").to_numpy())))
+    writer = ShardWriter(join(work_dir, "groups", f"bucket-{bucket:05d}.parquet"), GROUP_SCHEMA)
+    index: dict[str, int] = {}
+    shards = result.column("shard").to_numpy()
+    bounds = np.flatnonzero(np.diff(shards)) + 1 if len(shards) else np.zeros(0, np.int64)
+    starts = np.concatenate(([0], bounds)) if len(shards) else np.zeros(0, np.int64)
+    ends = np.concatenate((bounds, [len(shards)])) if len(shards) else np.zeros(0, np.int64)
+    for g, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist())):
+        writer.write(result.slice(lo, hi - lo), row_group_size=hi - lo)
+        index[str(int(shards[lo]))] = g
+    writer.commit()
+    return index
+
+
+def _filter_shard(task: ShardTask, input_path: str, group_files: list[tuple[str, int]], column: str,
+                  batch_rows: int) -> dict[str, Any]:
+    """Phase 3: write one output shard without its duplicates, with ``exact_dup_count``."""
+    dup_rows, dup_counts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for path, group in group_files:
+        fs, fs_path = filesystem(path)
+        with fs.open(fs_path, "rb") as fh:
+            part = pq.ParquetFile(fh).read_row_group(group)
+        dup_rows.append(part.column("row").to_numpy())
+        dup_counts.append(part.column("count").to_numpy())
+    rows, counts = np.concatenate(dup_rows), np.concatenate(dup_counts)
+    stats = ShardStats()
+
+    def results():
+        offset = 0
+        for batch in read_batches(input_path, batch_rows):
+            n = batch.num_rows
+            dup_count = np.ones(n, np.int64)
+            here = (rows >= offset) & (rows < offset + n)
+            dup_count[rows[here] - offset] = counts[here]
+            reasons = pa.array(["exact_duplicate" if c == 0 else None for c in dup_count.tolist()], pa.string())
+            out = batch.append_column("exact_dup_count", pa.array(dup_count, pa.int64()))
+            res = split_drops(out.append_column(DROP_REASON, reasons))
+            res.stats.docs_in = n
+            res.stats.bytes_in = content_bytes(batch)
+            stats.add(res.stats)
+            offset += n
+            yield res.kept, res.rejected
+
+    return write_shard(task, results(), stats)
+
+
+class ExactDedup(GlobalStage):
+    """Exact dedup across the dataset by MD5 of normalised text; keeps the copy with the smallest id."""
+
+    name = "dedup.exact"
+    requires = ("id", "text")
+    adds = ("exact_dup_count",)
+
+    column: str = Field("text", description="Column whose text is hashed.")
+    normalize: Literal["none", "whitespace", "lower_whitespace"] = Field(
+        "whitespace", description="Normalisation before hashing.")
+    buckets: int | None = Field(None, ge=1, description="Hash buckets for the shuffle (default: one per input shard, at most 1024).")
+
+    def run(self, ctx: GlobalRun) -> None:
+        inputs = ctx.input_shards
+        buckets = self.buckets or max(1, min(len(inputs), 1024))
+        items = list(enumerate(inputs))
+        row_groups = ctx.map("hash", _hash_shard, items, self.column, self.normalize, buckets,
+                             ctx.work_dir, ctx.batch_rows)
+        hash_files = [join(ctx.work_dir, "hash", f"part-{i:05d}.parquet") for i in range(len(inputs))]
+        group_index = ctx.map("group", _group_bucket, list(range(buckets)), hash_files, row_groups, ctx.work_dir)
+        per_shard: dict[int, list[tuple[str, int]]] = {}
+        for bucket, index in enumerate(group_index):
+            for shard, group in index.items():
+                per_shard.setdefault(int(shard), []).append(
+                    (join(ctx.work_dir, "groups", f"bucket-{bucket:05d}.parquet"), group))
+        ctx.map_outputs(_filter_shard, self.column, ctx.batch_rows,
+                        per_task=lambda task: (inputs[task.index], per_shard.get(task.index, [])))
