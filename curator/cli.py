@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import typing
 
 import click
 
@@ -101,7 +102,7 @@ def stages(as_json: bool) -> None:
         cls = registry.get(name)
         params = []
         for field_name, info in cls.model_fields.items():
-            annotation = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
+            annotation = _type_name(info.annotation)
             default = "required" if info.is_required() else repr(info.default)
             params.append({"name": field_name, "type": annotation, "default": default,
                            "doc": info.description or ""})
@@ -115,6 +116,15 @@ def stages(as_json: bool) -> None:
         for p in entry["params"]:
             doc = f"  {p['doc']}" if p["doc"] else ""
             click.echo(f"    {p['name']}: {p['type']} = {p['default']}{doc}")
+
+
+def _type_name(annotation: object) -> str:
+    """A short readable name of a parameter's type annotation."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 @main.command()

@@ -1,0 +1,45 @@
+"""The curator command line: stages, run with progress and dashboard, report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.conftest import REPO, cli_env, curator_cmd
+
+
+def test_stages_lists_names_params_and_docs() -> None:
+    proc = subprocess.run([*curator_cmd(), "stages"], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "dedup.exact  -  Exact dedup across the dataset" in proc.stdout
+    assert "    normalize: 'none' | 'whitespace' | 'lower_whitespace' = 'whitespace'  Normalisation before hashing." in proc.stdout
+    listing = json.loads(subprocess.run([*curator_cmd(), "stages", "--json"], capture_output=True, text=True,
+                                        env=cli_env(), timeout=120).stdout)
+    warc = next(s for s in listing if s["name"] == "io.warc")
+    assert {p["name"] for p in warc["params"]} == {"max_body_mb", "batch_records"}
+
+
+def test_run_sample_then_rerun_then_report(tmp_path: Path) -> None:
+    cmd = [*curator_cmd(), "run", str(REPO / "pipelines" / "sample.yaml"), "--workers", "2",
+           "--run-dir", str(tmp_path / "run"), "--dashboard-address", ":0"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "curator: Dask dashboard at http://" in first.stderr
+    for stage in ("warc", "text", "dedup"):
+        assert any(line.startswith(stage) and "1/1" in line and "done" in line for line in first.stderr.splitlines())
+    second = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
+    assert second.returncode == 0
+    assert second.stderr.count("1 already done") == 3
+    report = subprocess.run([*curator_cmd(), "report", str(tmp_path / "run")], capture_output=True, text=True,
+                            env=cli_env(), timeout=120)
+    assert report.returncode == 0
+    page = Path(report.stdout.strip()).read_text()
+    assert "Funnel" in page and page.count("<svg") == 2
+
+
+def test_report_of_a_non_run_dir_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([*curator_cmd(), "report", str(tmp_path)], capture_output=True, text=True,
+                          env=cli_env(), timeout=120)
+    assert proc.returncode == 2
+    assert "no run.json" in proc.stderr
