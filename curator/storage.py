@@ -212,15 +212,34 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def read_batches(path: str, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
-    """Yield a Parquet shard as tables of at most ``batch_rows`` rows (bounded memory)."""
+MAX_BATCH_BYTES = 64 << 20
+
+
+def read_batches(path: str, batch_rows: int, columns: list[str] | None = None,
+                 max_batch_bytes: int = MAX_BATCH_BYTES) -> Iterator[pa.Table]:
+    """Yield a Parquet shard as tables of at most ``batch_rows`` rows (bounded memory).
+
+    Batches are also kept near ``max_batch_bytes`` (uncompressed, estimated from the file's
+    metadata), so a shard of raw HTML is not read 10,000 pages at a time.
+    """
     fs, fs_path = filesystem(path)
     with fs.open(fs_path, "rb") as fh:
         pf = pq.ParquetFile(fh)
-        if pf.metadata.num_rows == 0:
+        meta = pf.metadata
+        if meta.num_rows == 0:
             yield pf.schema_arrow.empty_table()
             return
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+        total_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if columns is not None and total_bytes:
+            wanted = set(columns)
+            total_bytes = sum(
+                meta.row_group(i).column(j).total_uncompressed_size
+                for i in range(meta.num_row_groups) for j in range(meta.num_columns)
+                if meta.row_group(i).column(j).path_in_schema.split(".")[0] in wanted
+            )
+        bytes_per_row = max(1.0, total_bytes / meta.num_rows)
+        rows = max(1, min(batch_rows, int(max_batch_bytes / bytes_per_row)))
+        for batch in pf.iter_batches(batch_size=rows, columns=columns):
             yield pa.Table.from_batches([batch])
 
 

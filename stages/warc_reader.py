@@ -40,7 +40,7 @@ WARC_SCHEMA = pa.schema([
 def record_id(path: str, offset: int) -> str:
     """Stable id of a WARC record: digest of the file's base name and the record's offset."""
     name = os.path.basename(path.rstrip("/"))
-    return hashlib.blake2b(f"{name}@{offset}".encode(), digest_size=10).hexdigest()
+    return hashlib.blake2b(f"{name}@{offset}".encode(), digest_size=10).hexdigest()  # as in _batches
 
 
 class WarcReader(SourceStage):
@@ -66,22 +66,40 @@ class WarcReader(SourceStage):
     def _batches(self, path: str, items: Iterator) -> Iterator[pa.Table]:
         from stages.warc_records import WarcProblem
 
-        columns: dict[str, list] = {n: [] for n in WARC_SCHEMA.names}
+        name = os.path.basename(path.rstrip("/"))
+        cols: list[list] = [[] for _ in WARC_SCHEMA.names]
+        (ids, urls, record_ids, dates, types, charsets, statuses, bodies, sources, reasons) = cols
         for item in items:
+            offset = item.offset
+            ids.append(hashlib.blake2b(f"{name}@{offset}".encode(), digest_size=10).hexdigest())
+            sources.append(f"{path}@{offset}")
             if isinstance(item, WarcProblem):
-                log.warning("io.warc: %s at offset %d: %s: %s", path, item.offset, item.kind, item.message)
-                row = {"id": record_id(path, item.offset), "url": "", "warc_record_id": "", "warc_date": "",
-                       "content_type": "", "http_charset": None, "http_status": None, "body": b"",
-                       "source": f"{path}@{item.offset}", DROP_REASON: f"warc_{item.kind}"}
+                log.warning("io.warc: %s at offset %d: %s: %s", path, offset, item.kind, item.message)
+                urls.append("")
+                record_ids.append("")
+                dates.append("")
+                types.append("")
+                charsets.append(None)
+                statuses.append(None)
+                bodies.append(b"")
+                reasons.append(f"warc_{item.kind}")
             else:
-                row = {"id": record_id(path, item.offset), "url": item.url, "warc_record_id": item.record_id,
-                       "warc_date": item.date, "content_type": item.content_type, "http_charset": item.charset,
-                       "http_status": item.http_status, "body": item.body, "source": f"{path}@{item.offset}",
-                       DROP_REASON: None}
-            for name, value in row.items():
-                columns[name].append(value)
-            if len(columns["id"]) >= self.batch_records:
-                yield pa.table(columns, schema=WARC_SCHEMA)
-                columns = {n: [] for n in WARC_SCHEMA.names}
-        if columns["id"]:
-            yield pa.table(columns, schema=WARC_SCHEMA)
+                urls.append(item.url)
+                record_ids.append(item.record_id)
+                dates.append(item.date)
+                types.append(item.content_type)
+                charsets.append(item.charset)
+                statuses.append(item.http_status)
+                bodies.append(item.body)
+                reasons.append(None)
+            if len(ids) >= self.batch_records:
+                yield self._table(cols)
+                cols = [[] for _ in WARC_SCHEMA.names]
+                (ids, urls, record_ids, dates, types, charsets, statuses, bodies, sources, reasons) = cols
+        if ids:
+            yield self._table(cols)
+
+    @staticmethod
+    def _table(cols: list[list]) -> pa.Table:
+        arrays = [pa.array(values, type=field.type) for values, field in zip(cols, WARC_SCHEMA)]
+        return pa.Table.from_arrays(arrays, schema=WARC_SCHEMA)
