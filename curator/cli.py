@@ -32,10 +32,12 @@ def _load(pipeline_file: str, overrides: tuple[str, ...], run_dir: str | None, l
 
 
 @click.group()
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug and Dask's own logs).")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """Pretraining-data curation pipelines on Dask."""
     _setup_logging(verbose)
+    ctx.obj = {"verbose": verbose}
 
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -61,6 +63,10 @@ def run(pipeline_file: str, overrides: tuple[str, ...], limit: int | None, run_d
     from curator.cluster import dask_client
     from curator.progress import ProgressBoard
     from curator.runner import PipelineRunner
+
+    # Importing distributed set its loggers to INFO; their lines would drown the progress display.
+    if click.get_current_context().find_root().obj["verbose"] < 2:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
 
     pipeline = _load(pipeline_file, overrides, run_dir, limit)
     with dask_client(scheduler, scheduler_file, workers, dashboard_address) as client:

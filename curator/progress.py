@@ -36,8 +36,8 @@ class StageProgress:
         state = "done" if self.finished else (self.phase or ("running" if self.started else "waiting"))
         extra = f", {self.skipped} already done" if self.skipped else ""
         failed = f", {self.failed} FAILED" if self.failed else ""
-        return (f"{self.stage_id:<16} {self.done:>6}/{self.total:<6} shards{extra}{failed}  "
-                f"{self.docs_in:>11,} docs in {self.docs_out:>11,} out  {rate:>10,.0f} docs/s  {state}")
+        return (f"{self.stage_id:<16} {self.done:>6}/{self.total:<6} shards  "
+                f"{self.docs_in:>11,} docs in {self.docs_out:>11,} out  {rate:>10,.0f} docs/s  {state}{extra}{failed}")
 
 
 class ProgressBoard:
