@@ -163,6 +163,11 @@ class ShardWriter:
         self._sink: Any = None
         self.rows = 0
 
+    @property
+    def schema(self) -> pa.Schema | None:
+        """The shard's schema, once known (given up front or taken from the first table)."""
+        return self._schema
+
     def write(self, table: pa.Table, row_group_size: int | None = None) -> None:
         """Append a table (one row group, or more if over ``row_group_size`` rows) to the shard."""
         if self._writer is None:

@@ -96,24 +96,29 @@ def write_shard(task: ShardTask, results: Iterable[tuple[pa.Table, pa.Table | No
                 stats: ShardStats, schema: pa.Schema | None = None) -> dict[str, Any]:
     """Stream (kept, rejected) tables into the shard (and its rejected side shard), then commit."""
     writer = ShardWriter(task.output, schema)
-    rejected_writer = ShardWriter(task.rejected_path) if task.rejected_path else None
-    empty_rejected_schema: pa.Schema | None = None
+    rejected_writer: ShardWriter | None = None
     try:
         for kept, rejected in results:
             writer.write(kept)
-            if rejected_writer is not None and rejected is not None:
+            if task.rejected_path and rejected is not None and rejected.num_rows:
+                if rejected_writer is None:
+                    # Same columns in every rejected shard: the kept schema plus the reason.
+                    rejected_writer = ShardWriter(task.rejected_path, _with_reason(writer.schema))
                 rejected_writer.write(rejected)
-            if empty_rejected_schema is None:
-                empty_rejected_schema = kept.schema.append(pa.field("drop_reason", pa.string()))
         writer.commit()
-        if rejected_writer is not None:
-            rejected_writer.commit(empty_rejected_schema)
+        if task.rejected_path:
+            rejected_writer = rejected_writer or ShardWriter(task.rejected_path, _with_reason(writer.schema))
+            rejected_writer.commit()
     except BaseException:
         writer.abort()
         if rejected_writer is not None:
             rejected_writer.abort()
         raise
     return commit_shard(task, stats, writer.rows)
+
+
+def _with_reason(schema: pa.Schema | None) -> pa.Schema:
+    return (schema or pa.schema([])).append(pa.field(DROP_REASON, pa.string()))
 
 
 def run_map_shard(ref: StageRef, task: ShardTask, batch_rows: int, *upstream: Any) -> dict[str, Any]:
