@@ -247,6 +247,11 @@ def split_drops(table: pa.Table) -> BatchResult:
         stats.bytes_out = content_bytes(table)
         return BatchResult(table, None, stats)
     reasons = table.column(DROP_REASON)
+    if reasons.null_count == table.num_rows:  # nothing dropped: no copy of the rows
+        kept = table.drop_columns([DROP_REASON])
+        stats.docs_out = kept.num_rows
+        stats.bytes_out = content_bytes(kept)
+        return BatchResult(kept, None, stats)
     dropped_mask = pc.is_valid(reasons)
     kept = table.filter(pc.invert(dropped_mask)).drop_columns([DROP_REASON])
     rejected = table.filter(dropped_mask)
