@@ -71,6 +71,8 @@ class StageSpec:
     keep_rejected: bool = False
     batch_rows: int = DEFAULT_BATCH_ROWS
     columns: list[str] | None = None
+    key_path: tuple = field(default=(), repr=False)
+    """Where the stage is written in the file (for error messages)."""
 
     @property
     def kind(self) -> str:
@@ -416,9 +418,7 @@ def _validate_stages(
         if not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows < 1:
             problems.add(path + ("batch_rows",), "must be a positive integer")
             batch_rows = default_batch
-        spec = StageSpec(stage_id, uses, stage, upstream_list, bool(keep_rejected), batch_rows)
-        spec._path = path  # type: ignore[attr-defined]
-        out.append(spec)
+        out.append(StageSpec(stage_id, uses, stage, upstream_list, bool(keep_rejected), batch_rows, key_path=path))
     return out
 
 
@@ -434,7 +434,7 @@ def _topological_order(stages: list[StageSpec], inputs: dict[str, InputSpec], pr
     by_id = {s.id: s for s in stages}
     ok = True
     for spec in stages:
-        path = spec._path  # type: ignore[attr-defined]
+        path = spec.key_path
         for up in spec.upstream:
             if up not in by_id and up in declared:
                 ok = False  # that stage has its own problem reported already
@@ -462,7 +462,7 @@ def _topological_order(stages: list[StageSpec], inputs: dict[str, InputSpec], pr
             return True
         if state.get(spec.id) == 1:
             cycle = trail[trail.index(spec.id):] + [spec.id]
-            problems.add(spec._path + ("from",), f"cycle: {' -> '.join(cycle)}")  # type: ignore[attr-defined]
+            problems.add(spec.key_path + ("from",), f"cycle: {' -> '.join(cycle)}")
             return False
         state[spec.id] = 1
         for up in spec.upstream:
@@ -493,7 +493,7 @@ def _check_columns(order: list[StageSpec], inputs: dict[str, InputSpec], problem
         if upstream_cols is not None and not isinstance(spec.stage, SourceStage):
             missing = [c for c in spec.stage.requires if c not in upstream_cols]
             if missing:
-                problems.add(spec._path + ("from",),  # type: ignore[attr-defined]
+                problems.add(spec.key_path + ("from",),
                              f"{spec.uses} needs column(s) {missing}, which {spec.upstream} do not provide")
         spec.columns = None if upstream_cols is None else spec.stage.output_columns(upstream_cols)
         available[spec.id] = spec.columns

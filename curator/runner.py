@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 import traceback
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,7 +343,3 @@ def export_output(plan: StagePlan, dest: str) -> None:
             fs.rm(filesystem(path)[1])
     write_json_atomic(join(dest, MANIFEST), read_json(join(plan.directory, MANIFEST)) or {})
 
-
-def drop_counts(records: dict[int, dict[str, Any]]) -> Counter[str]:
-    """Drops per reason over a stage's shard records."""
-    return aggregate(records).drops

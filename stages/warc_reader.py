@@ -39,8 +39,11 @@ WARC_SCHEMA = pa.schema([
 
 def record_id(path: str, offset: int) -> str:
     """Stable id of a WARC record: digest of the file's base name and the record's offset."""
-    name = os.path.basename(path.rstrip("/"))
-    return hashlib.blake2b(f"{name}@{offset}".encode(), digest_size=10).hexdigest()  # as in _batches
+    return _record_id(os.path.basename(path.rstrip("/")), offset)
+
+
+def _record_id(file_name: str, offset: int) -> str:
+    return hashlib.blake2b(f"{file_name}@{offset}".encode(), digest_size=10).hexdigest()
 
 
 class WarcReader(SourceStage):
@@ -71,7 +74,7 @@ class WarcReader(SourceStage):
         (ids, urls, record_ids, dates, types, charsets, statuses, bodies, sources, reasons) = cols
         for item in items:
             offset = item.offset
-            ids.append(hashlib.blake2b(f"{name}@{offset}".encode(), digest_size=10).hexdigest())
+            ids.append(_record_id(name, offset))
             sources.append(f"{path}@{offset}")
             if isinstance(item, WarcProblem):
                 log.warning("io.warc: %s at offset %d: %s: %s", path, offset, item.kind, item.message)
