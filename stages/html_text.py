@@ -6,7 +6,6 @@ import pyarrow as pa
 from pydantic import Field
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
-from resiliparse.parse.html import HTMLTree
 
 from curator.stage import DROP_REASON, MapStage
 
@@ -46,8 +45,10 @@ class HtmlToText(MapStage):
                 texts.append(None)
                 reasons.append("not_html")
                 continue
-            tree = HTMLTree.parse(decode_body(body or b"", charset))
-            text = extract_plain_text(tree, main_content=False, alt_texts=False, preserve_formatting=True)
+            # A str, not an HTMLTree: resiliparse's trees are bound to the thread that made them,
+            # and Dask's event-loop thread may be the one that garbage-collects them.
+            html = decode_body(body or b"", charset)
+            text = extract_plain_text(html, main_content=False, alt_texts=False, preserve_formatting=True)
             text = "\n".join(line.strip() for line in text.splitlines() if line.strip())
             texts.append(text)
             reasons.append("empty_text" if len(text) < max(self.min_chars, 1) else None)

@@ -380,18 +380,14 @@ class WarcResponseReader:
             problem = _check_payload_digest(headers.get(_H_PAYLOAD_DIGEST), raw, body, offset, rec)
             if problem is not None:
                 return problem
-        if encoding is not None and body:
-            decoded = _decode_content(body, encoding.decode("latin-1"), max_body)
-            if isinstance(decoded, str):
-                kind = "body_too_large" if decoded.startswith("decoded") else "bad_http"
-                return WarcProblem(offset, kind, f"{decoded} in {_describe(rec)}")
-            body = decoded
-        elif chunked and b"gzip" in transfer and body:  # type: ignore[operator]
-            decoded = _decode_content(body, "gzip", max_body)
-            if isinstance(decoded, str):
-                kind = "body_too_large" if decoded.startswith("decoded") else "bad_http"
-                return WarcProblem(offset, kind, f"{decoded} (Transfer-Encoding) in {_describe(rec)}")
-            body = decoded
+        if body and (encoding is not None or (chunked and b"gzip" in transfer)):  # type: ignore[operator]
+            try:
+                if chunked and b"gzip" in transfer:  # type: ignore[operator]
+                    body = _decode_content(body, "gzip", max_body)  # "Transfer-Encoding: gzip, chunked"
+                if encoding is not None:
+                    body = _decode_content(body, encoding.decode("latin-1"), max_body)
+            except _PayloadError as exc:
+                return WarcProblem(offset, exc.kind, f"{exc} in {_describe(rec)}")
         if headers.get(_H_TRUNCATED) is not None:
             self.counts.warc_truncated += 1
         content_type = rec.http_content_type  # the media type as sent, without parameters
@@ -785,8 +781,16 @@ def _dechunk(data: bytes) -> bytes | None:
             return None
 
 
-def _decode_content(body: bytes, encoding: str, limit: int) -> bytes | str:
-    """Undo a Content-Encoding; the decoded bytes, or a message saying why that failed."""
+class _PayloadError(Exception):
+    """A payload that cannot be decoded: ``kind`` is the WarcProblem kind."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _decode_content(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo a Content-Encoding (a list of codings, applied in order); raises _PayloadError."""
     for coding in reversed([c.strip().lower() for c in encoding.split(",")]):
         if coding in ("", "identity", "none"):
             continue
@@ -794,50 +798,49 @@ def _decode_content(body: bytes, encoding: str, limit: int) -> bytes | str:
             if not body.startswith(b"\x1f\x8b"):
                 # A server that labels a plain body gzip: the bytes are the payload as they are.
                 continue
-            out = _inflate(body, 31, limit)
+            body = _inflate(body, 31, limit)
         elif coding == "deflate":
-            out = _inflate(body, 15, limit)
-            if isinstance(out, str) and out.startswith("corrupt"):
-                out = _inflate(body, -15, limit)  # raw deflate, sent by many servers
+            try:
+                body = _inflate(body, 15, limit)
+            except _PayloadError as exc:
+                if exc.kind != "bad_http":
+                    raise
+                body = _inflate(body, -15, limit)  # raw deflate, which many servers send
         elif coding == "br":
-            out = _unbrotli(body, limit)
+            body = _unbrotli(body, limit)
         else:
-            return f"unsupported Content-Encoding {encoding!r}"
-        if isinstance(out, str):
-            return out
-        body = out
+            raise _PayloadError("bad_http", f"unsupported Content-Encoding {encoding!r}")
     return body
 
 
-def _inflate(data: bytes, wbits: int, limit: int) -> bytes | str:
+def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
     d = zlib.decompressobj(wbits)
     try:
         out = d.decompress(data, limit + 1)
     except zlib.error as exc:
-        return f"corrupt compressed payload ({exc})"
+        raise _PayloadError("bad_http", f"corrupt compressed payload ({exc})") from None
     if len(out) > limit:
-        return f"decoded payload larger than {limit} bytes"
+        raise _PayloadError("body_too_large", f"decoded payload larger than {limit} bytes")
     if not d.eof:
-        return "compressed payload cut short"
+        raise _PayloadError("bad_http", "compressed payload cut short")
     return out
 
 
-def _unbrotli(data: bytes, limit: int) -> bytes | str:
-    try:
-        import brotli  # fastwarc depends on it
-    except ImportError:
-        return "Content-Encoding br but no brotli module"
+def _unbrotli(data: bytes, limit: int) -> bytes:
+    import brotli  # a dependency of fastwarc; imported here as few payloads need it
+
     d = brotli.Decompressor()
     try:
-        out = d.process(data, output_buffer_limit=limit + 1)
-    except TypeError:  # brotli < 1.2 has no output limit
-        out = d.process(data)
+        try:
+            out = d.process(data, output_buffer_limit=limit + 1)
+        except TypeError:  # brotli < 1.2 has no output limit
+            out = d.process(data)
     except brotli.error as exc:
-        return f"corrupt compressed payload ({exc})"
+        raise _PayloadError("bad_http", f"corrupt compressed payload ({exc})") from None
     if len(out) > limit:
-        return f"decoded payload larger than {limit} bytes"
+        raise _PayloadError("body_too_large", f"decoded payload larger than {limit} bytes")
     if not d.is_finished():
-        return "compressed payload cut short"
+        raise _PayloadError("bad_http", "compressed payload cut short")
     return out
 
 

@@ -26,6 +26,7 @@ def test_run_sample_then_rerun_then_report(tmp_path: Path) -> None:
     first = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "curator: Dask dashboard at http://" in first.stderr
+    assert "Traceback" not in first.stderr and "Error" not in first.stderr, first.stderr
     for stage in ("warc", "text", "dedup"):
         assert any(line.startswith(stage) and "1/1" in line and "done" in line for line in first.stderr.splitlines())
     second = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import brotli  # a dependency of fastwarc
 import fsspec
 import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
@@ -44,6 +45,7 @@ def warc_dir() -> Path:
 
 def read_all(source: str | Path | BinaryIO, **kwargs: int | bool) -> tuple[list[WarcResponse], list[WarcProblem],
                                                                           WarcReadCounts]:
+    """Read a whole file; (responses, problems, counts), checking the counts against the items."""
     reader = WarcResponseReader(source, **kwargs)  # type: ignore[arg-type]
     items = list(reader)
     responses = [i for i in items if isinstance(i, WarcResponse)]
@@ -55,6 +57,7 @@ def read_all(source: str | Path | BinaryIO, **kwargs: int | bool) -> tuple[list[
 
 
 def kinds(problems: list[WarcProblem]) -> list[tuple[int, str]]:
+    """(offset, kind) of each problem."""
     return [(p.offset, p.kind) for p in problems]
 
 
@@ -72,6 +75,7 @@ def gzip_members(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def warc_fields(record: bytes) -> dict[str, str]:
+    """The WARC header fields of a record's bytes, names lower-cased."""
     head = record.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0].decode("utf-8")
     lines = head.split("\r\n")
     assert lines[0].startswith("WARC/1.")
@@ -224,6 +228,53 @@ def test_gzip_content_encoding_is_decoded(warc_dir: Path) -> None:
     assert b"Example Domain" in response.body
 
 
+def recoded_example(warc_dir: Path, coding: bytes | None, payload: bytes) -> bytes:
+    """example.warc.gz's response record with its payload and Content-Encoding replaced, gzipped."""
+    data = (warc_dir / EDGE / "example.warc.gz").read_bytes()
+    record = zlib.decompressobj(31).decompress(data[784:])
+    warc_head, _, block = record.partition(b"\r\n\r\n")
+    http_head = block.partition(b"\r\n\r\n")[0]
+    lines = [line for line in http_head.split(b"\r\n")
+             if not line.lower().startswith((b"content-encoding:", b"content-length:"))]
+    if coding is not None:
+        lines.append(b"Content-Encoding: " + coding)
+    lines.append(b"Content-Length: %d" % len(payload))
+    block = b"\r\n".join(lines) + b"\r\n\r\n" + payload
+    warc_lines = [line for line in warc_head.split(b"\r\n") if not line.lower().startswith(b"content-length:")]
+    warc_head = b"\r\n".join(warc_lines) + b"\r\nContent-Length: %d" % len(block)
+    return gzip.compress(warc_head + b"\r\n\r\n" + block + b"\r\n\r\n")
+
+
+def test_content_encodings(warc_dir: Path, tmp_path: Path) -> None:
+    (page,), _, _ = read_all(warc_dir / EDGE / "example.warc.gz")
+    html = page.body
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    raw_deflate = deflate.compress(html) + deflate.flush()
+    cases = {
+        "gzip": (b"gzip", gzip.compress(html), html),
+        "x-gzip": (b"x-gzip", gzip.compress(html), html),
+        "zlib-deflate": (b"deflate", zlib.compress(html), html),
+        "raw-deflate": (b"deflate", raw_deflate, html),
+        "br": (b"br", brotli.compress(html), html),
+        "gzip-label-on-plain-body": (b"gzip", html, html),
+        "identity": (b"identity", html, html),
+        "cut-gzip": (b"gzip", gzip.compress(html)[:300], "bad_http"),
+        "corrupt-gzip": (b"gzip", gzip.compress(html)[:20] + b"\x00" * 200, "bad_http"),
+        "unknown": (b"compress", html, "bad_http"),
+        "bomb": (b"gzip", gzip.compress(b"\x00" * 5_000_000), "body_too_large"),
+    }
+    for name, (coding, payload, expected) in cases.items():
+        path = tmp_path / f"{name}.warc.gz"
+        path.write_bytes(recoded_example(warc_dir, coding, payload))
+        responses, problems, _ = read_all(path, max_body_bytes=1 << 20)
+        if isinstance(expected, bytes):
+            assert problems == [], name
+            assert [r.body for r in responses] == [expected], name
+        else:
+            assert responses == [], name
+            assert kinds(problems) == [(0, expected)], name
+
+
 def test_arc_and_random_bytes_are_not_warc(warc_dir: Path, tmp_path: Path) -> None:
     _, problems, _ = read_all(warc_dir / EDGE / "example.arc.gz")
     assert kinds(problems) == [(0, "not_a_warc")]
@@ -242,11 +293,13 @@ def test_arc_and_random_bytes_are_not_warc(warc_dir: Path, tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def warcfile(warc_dir: Path) -> bytes:
+    """The bytes of warcfile.warc.gz."""
     return (warc_dir / "warcfile.warc.gz").read_bytes()
 
 
 @pytest.fixture(scope="module")
 def warcfile_responses(warc_dir: Path) -> dict[int, WarcResponse]:
+    """The responses of the intact warcfile.warc.gz by offset."""
     return {r.offset: r for r in read_all(warc_dir / "warcfile.warc.gz")[0]}
 
 
