@@ -86,14 +86,17 @@ def _hash_shard(item: tuple[int, str], column: str, normalize: str, buckets: int
     return index
 
 
-def _group_bucket(bucket: int, hash_files: list[str], row_groups: list[list[int]], work_dir: str) -> dict[str, int]:
-    """Phase 2: find duplicate groups in one bucket; return {shard: row group} of the result file."""
+def _group_bucket(item: tuple[int, list[tuple[str, int]]], work_dir: str) -> dict[str, int]:
+    """Phase 2: find duplicate groups in one bucket; return {shard: row group} of the result file.
+
+    ``item`` is the bucket and, for each hash file holding rows of it, the row group to read.
+    """
+    bucket, sources = item
     parts = []
-    for path, groups in zip(hash_files, row_groups):
-        if groups[bucket] >= 0:
-            fs, fs_path = filesystem(path)
-            with fs.open(fs_path, "rb") as fh:
-                parts.append(pq.ParquetFile(fh).read_row_group(groups[bucket]))
+    for path, group in sources:
+        fs, fs_path = filesystem(path)
+        with fs.open(fs_path, "rb") as fh:
+            parts.append(pq.ParquetFile(fh).read_row_group(group))
     if not parts:
         return {}
     table = pa.concat_tables(parts)
@@ -179,7 +182,10 @@ class ExactDedup(GlobalStage):
         row_groups = ctx.map("hash", _hash_shard, items, self.column, self.normalize, buckets,
                              ctx.work_dir, ctx.batch_rows)
         hash_files = [join(ctx.work_dir, "hash", f"part-{i:05d}.parquet") for i in range(len(inputs))]
-        group_index = ctx.map("group", _group_bucket, list(range(buckets)), hash_files, row_groups, ctx.work_dir)
+        # Each bucket task gets only its own column of the (shard x bucket) row-group table.
+        bucket_items = [(b, [(hash_files[i], groups[b]) for i, groups in enumerate(row_groups) if groups[b] >= 0])
+                        for b in range(buckets)]
+        group_index = ctx.map("group", _group_bucket, bucket_items, ctx.work_dir)
         per_shard: dict[int, list[tuple[str, int]]] = {}
         for bucket, index in enumerate(group_index):
             for shard, group in index.items():
