@@ -24,10 +24,8 @@ import pyarrow.parquet as pq
 from distributed import Client, LocalCluster, wait
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from curator.pipeline import load_pipeline
-from curator.progress import ProgressBoard
-from curator.runner import PipelineRunner
 from curator.storage import PARQUET_COMPRESSION
+from timed_run import timed_run
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [REPO.parent / "shared" / "data" / "warc" / "warcfile.warc.gz", REPO / "sample_data" / "sample.warc.gz"]
@@ -88,21 +86,14 @@ def run_bare(client: Client, files: list[Path], out_dir: Path | None = None) -> 
 
 
 def run_curator(client: Client, folder: Path, run_dir: Path) -> tuple[float, int]:
-    pipeline_file = run_dir.parent / f"{run_dir.name}.yaml"
-    pipeline_file.write_text(f"""
+    elapsed, result = timed_run(client, f"""
 name: warc-bench
 inputs:
   crawl: {{files: "{folder}/*.warc.gz"}}
 stages:
   - {{id: warc, uses: io.warc, from: crawl}}
-""")
-    pipeline = load_pipeline(str(pipeline_file), run_dir=str(run_dir))
-    start = time.perf_counter()
-    result = PipelineRunner(pipeline, client, ProgressBoard(interactive=False, quiet_interval=1e9)).run()
-    elapsed = time.perf_counter() - start
-    assert result.ok, result.failures
-    rows = sum(r["rows"] for r in result.stages["warc"].records.values())
-    return elapsed, rows
+""", run_dir)
+    return elapsed, sum(r["rows"] for r in result.stages["warc"].records.values())
 
 
 def main() -> None:
