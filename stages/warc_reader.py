@@ -1,7 +1,7 @@
 """The WARC input stage: one row per HTTP response record, read with fastwarc.
 
-Row ids are stable: a digest of the WARC file's base name and the record's byte offset, so the
-same record gets the same id wherever the file is stored. A malformed record or a truncated file
+Row ids are stable: a digest of the WARC file's base name, the record's byte offset and its
+WARC-Record-ID, so the same record gets the same id wherever the file is stored. A malformed record or a truncated file
 becomes a dropped row (reason ``warc_<kind>``) that names the file and offset; the rest of the file
 and the other files go on.
 """
@@ -37,13 +37,16 @@ WARC_SCHEMA = pa.schema([
 ])
 
 
-def record_id(path: str, offset: int) -> str:
-    """Stable id of a WARC record: digest of the file's base name and the record's offset."""
-    return _record_id(os.path.basename(path.rstrip("/")), offset)
+def record_id(path: str, offset: int, warc_record_id: str = "") -> str:
+    """Stable id of a WARC record: digest of the file's base name, its offset and WARC-Record-ID.
+
+    The record id matters where several records share one gzip member (and so one offset).
+    """
+    return _record_id(os.path.basename(path.rstrip("/")), offset, warc_record_id)
 
 
-def _record_id(file_name: str, offset: int) -> str:
-    return hashlib.blake2b(f"{file_name}@{offset}".encode(), digest_size=10).hexdigest()
+def _record_id(file_name: str, offset: int, warc_record_id: str) -> str:
+    return hashlib.blake2b(f"{file_name}@{offset}/{warc_record_id}".encode(), digest_size=10).hexdigest()
 
 
 class WarcReader(SourceStage):
@@ -74,9 +77,9 @@ class WarcReader(SourceStage):
         (ids, urls, record_ids, dates, types, charsets, statuses, bodies, sources, reasons) = cols
         for item in items:
             offset = item.offset
-            ids.append(_record_id(name, offset))
             sources.append(f"{path}@{offset}")
             if isinstance(item, WarcProblem):
+                ids.append(_record_id(name, offset, ""))
                 log.warning("io.warc: %s at offset %d: %s: %s", path, offset, item.kind, item.message)
                 urls.append("")
                 record_ids.append("")
@@ -87,6 +90,7 @@ class WarcReader(SourceStage):
                 bodies.append(b"")
                 reasons.append(f"warc_{item.kind}")
             else:
+                ids.append(_record_id(name, offset, item.record_id))
                 urls.append(item.url)
                 record_ids.append(item.record_id)
                 dates.append(item.date)

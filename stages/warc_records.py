@@ -22,20 +22,25 @@ How fastwarc 2.0.1 behaves, and what is done about it:
   the first one in the first member of a stream get the compressed read position instead. The
   first such position of a run is checked against the file and corrected. Several records in one
   member share that member's offset (``counts.shared_member_records``).
-* ``ArchiveIterator(verify_digests=True)`` drops records without a digest or with a wrong one
-  silently, so it is not used; ``verify_digests=True`` here checks payload digests in Python and
-  reports mismatches. fastwarc's HTTP parser never fails on garbage: a status line it cannot
-  parse gives ``status_code None``, and LF-only headers end up in the status line.
+* fastwarc checks no digest by default, and ``ArchiveIterator(verify_digests=True)`` drops
+  records without a digest or with a wrong one silently, so it is not used; ``verify_digests=True``
+  here checks payload digests in Python and reports mismatches. fastwarc's HTTP parser never fails on
+  garbage: a status line it cannot parse gives ``status_code None``, and LF-only headers end up
+  in the status line. Its own decoding (``auto_decode``) returns a gzip body cut short without
+  an error, so decoding is done here.
 * fastwarc needs ``tell()`` on a Python stream and panics (``PanicException``, not an
-  ``Exception``) without it, so every source is handed over through a small reader that counts.
-  That costs nothing measurable against fastwarc opening the path itself.
-* fastwarc's header lookup by a str name costs ~1.5 us (a WarcHeader constant ~0.25 us), and a
-  frozen dataclass's ``__init__`` ~1.8 us: at ~10k responses/s per core these matter, see
-  ``_response`` and ``_response_constructor``.
+  ``Exception``) without it, so a file object (and a restart inside a local file) goes through a
+  small reader that has one and remembers what the source raised. A local file read from its
+  start is opened by fastwarc itself, which is ~2% faster.
+* fastwarc's header access is dear (a header by name ~1.5 us, the HTTP header list ~3 us), and
+  a frozen dataclass's ``__init__`` takes ~1.8 us: at ~10k responses/s per core these matter,
+  see ``_response`` and ``_response_constructor``.
 
 ``WarcResponse.body`` is the payload with HTTP chunked transfer encoding and any Content-Encoding
 (gzip, deflate, br) undone, so that it is the document itself; Common Crawl WARCs store decoded
-payloads already (their headers say ``X-Crawler-Content-Encoding``), other crawlers do not.
+payloads already (their headers say ``X-Crawler-Content-Encoding``), other crawlers do not. A
+payload that is plainly text (ASCII, starting like HTML, XML or JSON) is taken as it is, whatever
+its headers claim.
 
 The recovery checks need random access: a non-seekable stream, or a zstd/lz4-compressed file,
 still gets every per-record check, but an error ends the file and truncation of a record fastwarc
@@ -49,11 +54,11 @@ import binascii
 import hashlib
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, fields
-from typing import BinaryIO, Generator
+from typing import BinaryIO
 
-from fastwarc.warc import ArchiveIterator, WarcHeader, WarcRecord
+from fastwarc.warc import ArchiveIterator, HeaderMap, WarcHeader, WarcRecord
 
 __all__ = [
     "WarcProblem",
@@ -77,6 +82,7 @@ _SCAN_CHUNK = 1 << 20
 _MAX_HELD_BYTES = 256 << 20
 # HTTP statuses whose responses have no body whatever Content-Length says.
 _NO_BODY_STATUSES = frozenset({204, 304})
+_TEXT_STARTS = (b"<", b"{", b"[")
 # fastwarc's messages for bytes it cannot frame as WARC (the rest are decompression errors).
 _FRAMING_ERRORS = ("invalid warc header", "maximum header length")
 
@@ -131,19 +137,25 @@ class WarcResponseReader:
 
     Problem kinds: ``truncated`` (the file ends inside a record or gzip member), ``malformed_record``
     (bytes that are not a WARC record, a WARC header without a valid Content-Length, a record
-    fastwarc rejects), ``read_error`` (corrupt compressed data), ``not_a_warc`` (the
-    file does not start with a WARC record, or is empty), ``body_too_large``, ``bad_http`` (HTTP
-    header or status line unreadable, bad chunked or content encoding, body shorter than the HTTP
-    Content-Length), ``digest_mismatch`` (only with ``verify_digests``). An exception raised by the
-    source itself (an I/O error, a network timeout) is not a problem of the file: it propagates.
+    fastwarc rejects), ``read_error`` (corrupt compressed data), ``not_a_warc`` (the file does
+    not start with a WARC record, or is empty), ``body_too_large``, ``bad_http`` (HTTP header or
+    status line unreadable, bad chunked or content encoding, or a payload shorter than its HTTP
+    Content-Length and not ending as an HTML page does), ``digest_mismatch`` (``verify_digests``). An
+    exception raised by the source itself (an I/O error, a network timeout) is not a problem of
+    the file: it propagates.
+
+    Opt-in checks, each at a cost: ``check_http_length=True`` reads every response's HTTP headers
+    and compares the payload with its Content-Length (~3% of the read time);
+    ``verify_digests=True`` also verifies WARC-Payload-Digest.
     """
 
     def __init__(self, source: str | os.PathLike[str] | BinaryIO, *, max_body_bytes: int = 64 << 20,
-                 verify_digests: bool = False) -> None:
+                 check_http_length: bool = False, verify_digests: bool = False) -> None:
         if max_body_bytes < 0:
             raise ValueError("max_body_bytes must be >= 0")
         self._source = source
         self._max_body = max_body_bytes
+        self._by_headers = check_http_length or verify_digests
         self._verify_digests = verify_digests
         self._started = False
         self.counts = WarcReadCounts()
@@ -335,9 +347,10 @@ class WarcResponseReader:
     def _response(self, rec: WarcRecord, offset: int) -> WarcResponse | WarcProblem:
         """Turn one HTTP ``response`` record into a WarcResponse, or the problem that prevents it.
 
-        WARC headers are looked up by WarcHeader constants and HTTP headers in one pass over
-        ``items_bytes()``: fastwarc's lookup by a name costs about 1.5 us (0.25 us by constant),
-        and at ~10k responses/s per core every microsecond is 1%.
+        At ~10k responses/s per core every microsecond is 1%, and fastwarc's header access is
+        dear: a WARC header by name ~1.5 us (by WarcHeader constant ~0.25 us), the HTTP header list
+        ~3 us. So WARC headers go by constant, and the HTTP headers are read only when the
+        payload may be encoded or cut short.
         """
         headers = rec.headers
         if not rec.content_length:
@@ -345,8 +358,9 @@ class WarcResponseReader:
             # a real HTTP response block is never empty.
             # Where the file ends here, the walk after the run says so and the kind becomes truncated.
             length_field = headers.get(_H_LENGTH)
-            return WarcProblem(offset, "malformed_record", f"response record with an empty or unreadable block length "
-                                             f"(Content-Length {length_field!r}) in record {rec.record_id or '?'}")
+            return WarcProblem(offset, "malformed_record",
+                               f"response record with an empty or unreadable block length "
+                               f"(Content-Length {length_field!r}) in record {rec.record_id or '?'}")
         try:
             rec.parse_http(max_header_len=_MAX_HTTP_HEADER)
         except OSError as exc:
@@ -354,7 +368,8 @@ class WarcResponseReader:
         size = rec.content_length
         max_body = self._max_body
         if size > max_body:
-            return WarcProblem(offset, "body_too_large", f"HTTP payload of {size} bytes > {max_body} in {_describe(rec)}")
+            return WarcProblem(offset, "body_too_large",
+                               f"HTTP payload of {size} bytes > {max_body} in {_describe(rec)}")
         raw = rec.reader.read(size) if size else b""
         if len(raw) < size:
             return WarcProblem(offset, "truncated", f"payload cut at {len(raw)} of {size} bytes (the file ends) "
@@ -364,40 +379,22 @@ class WarcResponseReader:
         if status is None or (not size and b"\n" in (http.status_line_bytes or b"")):
             return WarcProblem(offset, "bad_http", f"unreadable HTTP status line {http.status_line!r:.80} "
                                                    f"in {_describe(rec)}")
-        transfer = http_length = encoding = None
-        for key, value in http.items_bytes():  # one pass, case-insensitive, lengths first
-            n = len(key)
-            if n == 14:
-                if key.lower() == b"content-length":
-                    http_length = value
-            elif n == 16:
-                if key.lower() == b"content-encoding":
-                    encoding = value
-            elif n == 17 and key.lower() == b"transfer-encoding":
-                transfer = value.lower()
-        body = raw
-        chunked = transfer is not None and b"chunked" in transfer
-        if chunked:
-            body = _dechunk(raw)
-            if body is None:
-                return WarcProblem(offset, "bad_http", f"bad chunked transfer encoding in {_describe(rec)}")
-        elif (http_length is not None and status >= 200 and status not in _NO_BODY_STATUSES
-              and http_length.strip().isdigit() and int(http_length) > size
-              and headers.get(_H_TRUNCATED) is None):
-            return WarcProblem(offset, "bad_http", f"payload has {size} bytes but HTTP Content-Length is "
-                                                   f"{int(http_length)} in {_describe(rec)}")
-        if self._verify_digests:
-            problem = _check_payload_digest(headers.get(_H_PAYLOAD_DIGEST), raw, body, offset, rec)
-            if problem is not None:
-                return problem
-        if body and (encoding is not None or (chunked and b"gzip" in transfer)):  # type: ignore[operator]
-            try:
-                if chunked and b"gzip" in transfer:  # type: ignore[operator]
-                    body = _decode_content(body, "gzip", max_body)  # "Transfer-Encoding: gzip, chunked"
-                if encoding is not None:
-                    body = _decode_content(body, encoding.decode("latin-1"), max_body)
-            except _PayloadError as exc:
-                return WarcProblem(offset, exc.kind, f"{exc} in {_describe(rec)}")
+        head = raw[:64]
+        if self._by_headers or not (head.isascii() and head.lstrip()[:1] in _TEXT_STARTS):
+            decoded = self._decode(rec, http, raw, status, offset)
+            if type(decoded) is WarcProblem:
+                return decoded
+            body = decoded
+        else:
+            # ASCII text that starts like HTML, XML or JSON is neither chunked (a chunk starts with
+            # its hex size) nor compressed (gzip, zlib, deflate and brotli streams are binary in
+            # their first bytes), whatever the headers say; so they are not read: that costs ~5%.
+            body = raw
+            if not raw[-64:].rstrip().lower().endswith(b"</html>"):
+                # Only a page that does not end as one could be cut short behind the WARC's back.
+                problem = _short_payload(_http_fields(http)[1], size, status, headers, offset, rec)
+                if problem is not None:
+                    return problem
         if headers.get(_H_TRUNCATED) is not None:
             self.counts.warc_truncated += 1
         # fastwarc's parse of Content-Type is the cheapest way to it (a third of parsing it here);
@@ -412,6 +409,61 @@ class WarcResponseReader:
             charset = charset.strip("\"' \t") or None
         return _new_response(offset, rec.record_id or "", headers.get(_H_URI) or "", headers.get(_H_DATE) or "",
                              content_type or "", charset, status, body)
+
+    def _decode(self, rec: WarcRecord, http: HeaderMap, raw: bytes, status: int, offset: int
+                ) -> bytes | WarcProblem:
+        """The payload with its transfer and content codings undone, or the problem met."""
+        headers = rec.headers
+        transfer, http_length, encoding = _http_fields(http)
+        body = raw
+        chunked = transfer is not None and b"chunked" in transfer
+        if chunked:
+            body = _dechunk(raw)
+            if body is None:
+                return WarcProblem(offset, "bad_http", f"bad chunked transfer encoding in {_describe(rec)}")
+        else:
+            problem = _short_payload(http_length, len(raw), status, headers, offset, rec)
+            if problem is not None:
+                return problem
+        if self._verify_digests:
+            problem = _check_payload_digest(headers.get(_H_PAYLOAD_DIGEST), raw, body, offset, rec)
+            if problem is not None:
+                return problem
+        if body and (encoding is not None or (chunked and b"gzip" in transfer)):  # type: ignore[operator]
+            try:
+                if chunked and b"gzip" in transfer:  # type: ignore[operator]
+                    body = _decode_content(body, "gzip", self._max_body)  # "Transfer-Encoding: gzip, chunked"
+                if encoding is not None:
+                    body = _decode_content(body, encoding.decode("latin-1"), self._max_body)
+            except _PayloadError as exc:
+                return WarcProblem(offset, exc.kind, f"{exc} in {_describe(rec)}")
+        return body
+
+
+def _http_fields(http: HeaderMap) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(Transfer-Encoding lower-cased, Content-Length, Content-Encoding) of HTTP headers, in one pass."""
+    transfer = length = encoding = None
+    for key, value in http.items_bytes():  # case-insensitive, by length first
+        n = len(key)
+        if n == 14:
+            if key.lower() == b"content-length":
+                length = value
+        elif n == 16:
+            if key.lower() == b"content-encoding":
+                encoding = value
+        elif n == 17 and key.lower() == b"transfer-encoding":
+            transfer = value.lower()
+    return transfer, length, encoding
+
+
+def _short_payload(http_length: bytes | None, size: int, status: int, headers: HeaderMap, offset: int,
+                   rec: WarcRecord) -> WarcProblem | None:
+    """A bad_http problem if the payload is shorter than the HTTP Content-Length says it is."""
+    if (http_length is None or status < 200 or status in _NO_BODY_STATUSES or not http_length.strip().isdigit()
+            or int(http_length) <= size or headers.get(_H_TRUNCATED) is not None):
+        return None
+    return WarcProblem(offset, "bad_http", f"payload has {size} bytes but HTTP Content-Length is "
+                                           f"{int(http_length)} in {_describe(rec)}")
 
 
 def _response_constructor() -> Callable[[int, str, str, str, str, str | None, int | None, bytes], WarcResponse]:
@@ -443,10 +495,12 @@ def _response_constructor() -> Callable[[int, str, str, str, str, str | None, in
 _new_response = _response_constructor()
 
 
-def iter_warc_responses(source: str | os.PathLike[str] | BinaryIO, *, max_body_bytes: int = 64 << 20
+def iter_warc_responses(source: str | os.PathLike[str] | BinaryIO, *, max_body_bytes: int = 64 << 20,
+                        check_http_length: bool = False, verify_digests: bool = False
                         ) -> Iterator[WarcResponse | WarcProblem]:
     """Yield the HTTP responses of one WARC file and the problems met; see WarcResponseReader."""
-    return iter(WarcResponseReader(source, max_body_bytes=max_body_bytes))
+    return iter(WarcResponseReader(source, max_body_bytes=max_body_bytes, check_http_length=check_http_length,
+                                   verify_digests=verify_digests))
 
 
 # -- state ---------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ def test_every_shared_warc_is_read_or_reported(tmp_path: Path, shared_data: Path
     edge = warc_dir / "edge-cases"
     # Declared chunked but not chunked: read leniently as the raw body, like warcio does.
     assert stats[str(edge / "example-bad-non-chunked.warc.gz")]["rows"] == 1
-    assert stats[str(edge / "example-wrong-chunks.warc.gz")]["stats"]["drops"] == {"warc_bad_http": 1}
+    # Split across gzip members; WARC length and digest agree on the body, so it is kept as read.
+    assert stats[str(edge / "example-wrong-chunks.warc.gz")]["rows"] == 1
     assert stats[str(edge / "example.arc.gz")]["stats"]["drops"] == {"warc_not_a_warc": 1}
     # Every dropped record is in the side dataset with its file and offset.
     rejected = read_dataset(tmp_path / "run" / "warc" / "_rejected")

@@ -179,8 +179,10 @@ EDGE_CASES = {
     # One gzip member holds all six records: offsets are that member's start, and fastwarc's
     # stream_pos (the compressed file size here) is corrected to it.
     "example-bad-non-chunked.warc.gz": ([0], [], {"warcinfo": 2, "response": 1, "request": 2, "revisit": 1}, 5),
-    # Its gzip members split the response; the WARC Content-Length leaves out the last payload byte.
-    "example-wrong-chunks.warc.gz": ([], [(0, "bad_http")], {"response": 1, "request": 1}, 0),
+    # Its gzip members split the response, and the WARC record (length, payload digest) holds one
+    # byte fewer than the HTTP Content-Length says: the page still ends with </html>, so only
+    # check_http_length reports it (see test_wrong_chunks_with_http_length_check).
+    "example-wrong-chunks.warc.gz": ([0], [], {"response": 1, "request": 1}, 0),
     "example-iana.org-chunked.warc": ([405], [], {"warcinfo": 1, "response": 1, "request": 1}, 0),
     "example-resource.warc.gz": ([], [], {"warcinfo": 2, "resource": 1}, 0),
     "post-test.warc.gz": ([0, 1196, 2395], [], {"response": 3, "request": 3}, 0),
@@ -203,8 +205,12 @@ def test_edge_case_folder_is_covered(warc_dir: Path) -> None:
     assert names == set(EDGE_CASES)
 
 
-def test_wrong_chunks_names_the_length_mismatch(warc_dir: Path) -> None:
-    _, problems, _ = read_all(warc_dir / EDGE / "example-wrong-chunks.warc.gz")
+def test_wrong_chunks_with_http_length_check(warc_dir: Path) -> None:
+    (response,), _, _ = read_all(warc_dir / EDGE / "example-wrong-chunks.warc.gz")
+    assert len(response.body) == 1270 and response.body.rstrip().endswith(b"</html>")
+    responses, problems, _ = read_all(warc_dir / EDGE / "example-wrong-chunks.warc.gz", check_http_length=True)
+    assert responses == []
+    assert kinds(problems) == [(0, "bad_http")]
     assert "1270 bytes but HTTP Content-Length is 1271" in problems[0].message
 
 
@@ -228,7 +234,7 @@ def test_gzip_content_encoding_is_decoded(warc_dir: Path) -> None:
     assert b"Example Domain" in response.body
 
 
-def recoded_example(warc_dir: Path, coding: bytes | None, payload: bytes) -> bytes:
+def recoded_example(warc_dir: Path, coding: bytes | None, payload: bytes, http_length: int | None = None) -> bytes:
     """example.warc.gz's response record with its payload and Content-Encoding replaced, gzipped."""
     data = (warc_dir / EDGE / "example.warc.gz").read_bytes()
     record = zlib.decompressobj(31).decompress(data[784:])
@@ -238,9 +244,10 @@ def recoded_example(warc_dir: Path, coding: bytes | None, payload: bytes) -> byt
              if not line.lower().startswith((b"content-encoding:", b"content-length:"))]
     if coding is not None:
         lines.append(b"Content-Encoding: " + coding)
-    lines.append(b"Content-Length: %d" % len(payload))
+    lines.append(b"Content-Length: %d" % (len(payload) if http_length is None else http_length))
     block = b"\r\n".join(lines) + b"\r\n\r\n" + payload
-    warc_lines = [line for line in warc_head.split(b"\r\n") if not line.lower().startswith(b"content-length:")]
+    warc_lines = [line for line in warc_head.split(b"\r\n")  # the digests no longer hold
+                  if not line.lower().startswith((b"content-length:", b"warc-block-digest:", b"warc-payload-digest:"))]
     warc_head = b"\r\n".join(warc_lines) + b"\r\nContent-Length: %d" % len(block)
     return gzip.compress(warc_head + b"\r\n\r\n" + block + b"\r\n\r\n")
 
@@ -260,7 +267,8 @@ def test_content_encodings(warc_dir: Path, tmp_path: Path) -> None:
         "identity": (b"identity", html, html),
         "cut-gzip": (b"gzip", gzip.compress(html)[:300], "bad_http"),
         "corrupt-gzip": (b"gzip", gzip.compress(html)[:20] + b"\x00" * 200, "bad_http"),
-        "unknown": (b"compress", html, "bad_http"),
+        "unknown-on-plain-body": (b"compress", html, html),  # HTML as it is: nothing to decode
+        "unknown": (b"compress", zlib.compress(html), "bad_http"),
         "bomb": (b"gzip", gzip.compress(b"\x00" * 5_000_000), "body_too_large"),
     }
     for name, (coding, payload, expected) in cases.items():
@@ -273,6 +281,30 @@ def test_content_encodings(warc_dir: Path, tmp_path: Path) -> None:
         else:
             assert responses == [], name
             assert kinds(problems) == [(0, expected)], name
+        # check_http_length goes by the headers even where the payload is plainly not encoded.
+        by_headers = "bad_http" if name == "unknown-on-plain-body" else expected
+        responses, problems, _ = read_all(path, max_body_bytes=1 << 20, check_http_length=True)
+        if isinstance(by_headers, bytes):
+            assert [r.body for r in responses] == [by_headers], name
+        else:
+            assert kinds(problems) == [(0, by_headers)], name
+
+
+def test_payload_shorter_than_http_content_length(warc_dir: Path, tmp_path: Path) -> None:
+    (page,), _, _ = read_all(warc_dir / EDGE / "example.warc.gz")
+    html = page.body
+    cut = html[:-200]  # no longer ends with </html>
+    for name, payload, claimed, expected in (("cut", cut, len(html), [(0, "bad_http")]),
+                                             ("whole", cut, len(cut), []),
+                                             ("page-ends", html, len(html) + 5, []),
+                                             ("json-cut", b'{"a": [1, 2', 40, [(0, "bad_http")])):
+        path = tmp_path / f"{name}.warc.gz"
+        path.write_bytes(recoded_example(warc_dir, None, payload, http_length=claimed))
+        responses, problems, _ = read_all(path)
+        assert kinds(problems) == expected, name
+        assert len(responses) == 1 - len(expected), name
+        if name == "page-ends":  # a whole page is compared with its HTTP length only on request
+            assert kinds(read_all(path, check_http_length=True)[1]) == [(0, "bad_http")]
 
 
 def test_arc_and_random_bytes_are_not_warc(warc_dir: Path, tmp_path: Path) -> None:
@@ -305,7 +337,8 @@ def warcfile_responses(warc_dir: Path) -> dict[int, WarcResponse]:
 
 def test_gzip_member_cut_in_a_body_is_a_problem_not_a_short_body(
         warcfile: bytes, warcfile_responses: dict[int, WarcResponse], tmp_path: Path) -> None:
-    for cut, before in ((940 + 4000, []), (12685 + 9000, [940]), (len(warcfile) - 1500, WARCFILE_RESPONSE_OFFSETS[:-1])):
+    last = WARCFILE_RESPONSE_OFFSETS[:-1]
+    for cut, before in ((940 + 4000, []), (12685 + 9000, [940]), (len(warcfile) - 1500, last)):
         path = tmp_path / f"cut{cut}.warc.gz"
         path.write_bytes(warcfile[:cut])
         responses, problems, _ = read_all(path)
