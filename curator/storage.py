@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob as globlib
 import gzip
 import hashlib
-import io
 import json
 import os
 import uuid
@@ -282,9 +281,3 @@ def remove_temp_files(directory: str) -> int:
             removed += 1
     return removed
 
-
-def read_table(path: str) -> pa.Table:
-    """Read a whole Parquet shard (for small shards: stats, work files, tests)."""
-    fs, fs_path = filesystem(path)
-    with fs.open(fs_path, "rb") as fh:
-        return pq.read_table(io.BytesIO(fh.read()))

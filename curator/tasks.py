@@ -74,7 +74,7 @@ def build_stage(ref: StageRef, cache: dict[str, Any] | None = None) -> Stage:
     return stage
 
 
-def commit_shard(task: ShardTask, stats: ShardStats, rows: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def commit_shard(task: ShardTask, stats: ShardStats, rows: int) -> dict[str, Any]:
     """Write a shard's stats file, the commit marker that makes it count as done."""
     record = {
         "stage": task.stage_id,
@@ -86,8 +86,6 @@ def commit_shard(task: ShardTask, stats: ShardStats, rows: int, extra: dict[str,
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "finished_at": time.time(),
     }
-    if extra:
-        record.update(extra)
     write_json_atomic(task.stats_path, record)
     return record
 
