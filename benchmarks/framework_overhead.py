@@ -10,6 +10,7 @@ commits, manifests, progress). Prints the median of several alternating repetiti
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import tempfile
@@ -44,6 +45,11 @@ def bare_copy(src: str, dst: str) -> int:
     table = pq.read_table(src)
     pq.write_table(table, dst, compression=PARQUET_COMPRESSION)
     return table.num_rows
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of the calling process, in MB (Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_bare(client: Client, data: Path, out: Path) -> float:
@@ -91,12 +97,16 @@ def main() -> None:
             shutil.rmtree(work / f"run-{i}")
         rerun = run_curator(client, data, work / "run-resume")
         resumed = run_curator(client, data, work / "run-resume")
+        worker_peaks = sorted(client.run(peak_rss_mb).values())
     b, c = statistics.median(bare), statistics.median(ours)
     rows = args.shards * args.rows
     print(f"shards={args.shards} rows/shard={args.rows} workers={args.workers} repeats={args.repeats}")
     print(f"bare dask map (read+write parquet): {b:7.2f} s  {rows / b:12,.0f} rows/s   runs {[round(x, 2) for x in bare]}")
     print(f"curator runner, no-op stage:       {c:7.2f} s  {rows / c:12,.0f} rows/s   runs {[round(x, 2) for x in ours]}")
     print(f"overhead: {100 * (c - b) / b:+.1f}%   (goal: <= +10%)")
+    data_mb = sum(p.stat().st_size for p in data.glob("part-*.parquet")) / 1e6
+    print(f"peak RSS per worker process: {', '.join(f'{m:.0f} MB' for m in worker_peaks)} "
+          f"(dataset: {data_mb:.0f} MB of Parquet, {args.shards} shards)")
     print(f"rerun of a finished run (all {args.shards} shards skipped): {resumed:.2f} s (first run {rerun:.2f} s)")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
