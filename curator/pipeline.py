@@ -491,7 +491,7 @@ def _check_columns(order: list[StageSpec], inputs: dict[str, InputSpec], problem
         if spec.kind == "source":
             upstream_cols = []
         if upstream_cols is not None and not isinstance(spec.stage, SourceStage):
-            missing = [c for c in spec.stage.requires if c not in upstream_cols]
+            missing = [c for c in spec.stage.required_columns() if c not in upstream_cols]
             if missing:
                 problems.add(spec.key_path + ("from",),
                              f"{spec.uses} needs column(s) {missing}, which {spec.upstream} do not provide")

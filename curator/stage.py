@@ -140,6 +140,10 @@ class Stage(BaseModel):
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    def required_columns(self) -> tuple[str, ...]:
+        """Columns this stage reads with its parameters (by default ``requires``)."""
+        return self.requires
+
     def output_columns(self, input_columns: list[str]) -> list[str]:
         """Columns present after this stage, given those present before it."""
         out = [c for c in input_columns if c not in self.removes]
