@@ -2,9 +2,10 @@
 
 from curator.stage import Stage
 from stages.exact_dedup import ExactDedup
+from stages.extract import TextExtractor
 from stages.html_decode import HtmlDecoder
 from stages.html_text import HtmlToText
 from stages.identity import Identity
 from stages.warc_reader import WarcReader
 
-STAGES: tuple[type[Stage], ...] = (WarcReader, HtmlDecoder, HtmlToText, ExactDedup, Identity)
+STAGES: tuple[type[Stage], ...] = (WarcReader, HtmlDecoder, TextExtractor, HtmlToText, ExactDedup, Identity)
