@@ -8,19 +8,23 @@
 - ``resiliparse`` in main-content mode.
 
 Paragraphs are separated by single newlines. Documents whose extracted text is shorter than
-``min_chars`` are dropped with reason ``extract_empty``.
+``min_chars`` are dropped with reason ``extract_empty``. Pages are extracted in a child process
+with a time and memory limit (:mod:`curator.time_limit`), so one pathological page is dropped
+(``extract_timeout``, ``extract_crash``, ``extract_error``) instead of stalling the worker.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
 from curator.stage import DROP_REASON, MapStage
+from curator.time_limit import ItemFailed, TimeLimitedCalls
 
 _WORDS = re.compile(r"\w+", re.U)
 
@@ -82,9 +86,14 @@ class TextExtractor(MapStage):
     favor_recall: bool = Field(False, description="trafilatura: prefer recall.")
     include_tables: bool = Field(True, description="trafilatura: keep table text.")
     min_chars: int = Field(1, ge=0, description="Drop documents with less extracted text (reason extract_empty).")
+    time_limit_s: float | None = Field(
+        10.0, gt=0, description="Per-page limit (reason extract_timeout); pages run in a child process. None: in process.")
+    memory_limit_mb: int | None = Field(
+        4096, ge=256, description="Address-space limit of the child process (reason extract_error on a blow-up).")
     keep_html: bool = Field(False, description="Keep the html column after extraction.")
 
     _guesser: StopListGuesser | None = PrivateAttr(default=None)
+    _child: TimeLimitedCalls | None = PrivateAttr(default=None)
 
     def output_columns(self, input_columns: list[str]) -> list[str]:
         cols = [c for c in input_columns if self.keep_html or c != "html"]
@@ -93,6 +102,10 @@ class TextExtractor(MapStage):
     def setup(self) -> None:
         if self.engine == "justext" and self._guesser is None:
             self._guesser = StopListGuesser()
+        if self.time_limit_s is not None and self._child is None:
+            in_child = self.model_dump() | {"time_limit_s": None}
+            self._child = TimeLimitedCalls("stages.extract:child_extractor", in_child, self.time_limit_s,
+                                           self.memory_limit_mb)
 
     def extract(self, html: str) -> tuple[str, str | None]:
         """The main text of one page, and the stop list used (jusText only)."""
@@ -123,15 +136,32 @@ class TextExtractor(MapStage):
         texts: list[str | None] = []
         stoplists: list[str | None] = []
         reasons: list[str | None] = []
+        self.setup()
         for html in batch.column("html").to_pylist():
-            text, stoplist = self.extract(html or "") if html else ("", None)
+            reason = None
+            try:
+                if not html:
+                    text, stoplist = "", None
+                elif self._child is not None:
+                    text, stoplist = self._child.call(html)
+                else:
+                    text, stoplist = self.extract(html)
+            except ItemFailed as exc:
+                text, stoplist, reason = "", None, f"extract_{exc.kind}"
             texts.append(text)
             stoplists.append(stoplist)
-            reasons.append("extract_empty" if len(text) < max(self.min_chars, 1) else None)
+            reasons.append(reason or ("extract_empty" if len(text) < max(self.min_chars, 1) else None))
         out = batch if self.keep_html else batch.drop_columns(["html"])
         out = out.append_column("text", pa.array(texts, pa.string()))
         out = out.append_column("extract_stoplist", pa.array(stoplists, pa.string()))
         return out.append_column(DROP_REASON, pa.array(reasons, pa.string()))
+
+
+def child_extractor(params: dict) -> Callable[[str], tuple[str, str | None]]:
+    """Built once in the time-limited child process: the extractor for ``params``."""
+    stage = TextExtractor(**params)
+    stage.setup()
+    return stage.extract
 
 
 def _paragraphs(lines) -> str:  # noqa: ANN001 - any iterable of str
