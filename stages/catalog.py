@@ -6,6 +6,7 @@ from stages.extract import TextExtractor
 from stages.html_decode import HtmlDecoder
 from stages.html_text import HtmlToText
 from stages.identity import Identity
+from stages.langid import LanguageId
 from stages.warc_reader import WarcReader
 
-STAGES: tuple[type[Stage], ...] = (WarcReader, HtmlDecoder, TextExtractor, HtmlToText, ExactDedup, Identity)
+STAGES: tuple[type[Stage], ...] = (WarcReader, HtmlDecoder, TextExtractor, LanguageId, HtmlToText, ExactDedup, Identity)
