@@ -7,6 +7,9 @@ from stages.html_decode import HtmlDecoder
 from stages.html_text import HtmlToText
 from stages.identity import Identity
 from stages.langid import LanguageId
+from stages.unicode_fix import UnicodeFixer
 from stages.warc_reader import WarcReader
 
-STAGES: tuple[type[Stage], ...] = (WarcReader, HtmlDecoder, TextExtractor, LanguageId, HtmlToText, ExactDedup, Identity)
+STAGES: tuple[type[Stage], ...] = (
+    WarcReader, HtmlDecoder, TextExtractor, LanguageId, UnicodeFixer, HtmlToText, ExactDedup, Identity,
+)
