@@ -31,7 +31,7 @@ import yaml
 from pydantic import ValidationError
 
 from curator.registry import StageRegistry
-from curator.stage import GlobalStage, MapStage, SourceStage, Stage
+from curator.stage import GlobalStage, MapStage, SourceStage, Stage, path_params
 from curator.storage import InputFile, expand_paths, file_fingerprint, is_remote, list_shards, read_listing, read_schema
 
 TOP_KEYS = {"name", "run_dir", "imports", "inputs", "stages", "outputs", "batch_rows"}
@@ -281,7 +281,7 @@ def load_pipeline(
     declared = _declared_ids(data.get("stages"))
     if isinstance(data.get("inputs"), dict):
         declared |= {str(k) for k in data["inputs"]}
-    stages = _validate_stages(data.get("stages"), registry, inputs, problems, default_batch)
+    stages = _validate_stages(data.get("stages"), registry, inputs, problems, default_batch, base_dir)
     order = _topological_order(stages, inputs, problems, declared)
     _check_columns(order, inputs, problems)
 
@@ -356,7 +356,8 @@ def _validate_inputs(raw: Any, base_dir: str, problems: _Problems, input_limit: 
 
 
 def _validate_stages(
-    raw: Any, registry: StageRegistry, inputs: dict[str, InputSpec], problems: _Problems, default_batch: int
+    raw: Any, registry: StageRegistry, inputs: dict[str, InputSpec], problems: _Problems, default_batch: int,
+    base_dir: str,
 ) -> list[StageSpec]:
     out: list[StageSpec] = []
     if not isinstance(raw, list) or not raw:
@@ -391,6 +392,10 @@ def _validate_stages(
         if not isinstance(params, dict):
             problems.add(path + ("with",), "must be a mapping of parameters")
             continue
+        for name in path_params(cls):
+            value = params.get(name)
+            if isinstance(value, str) and value and not os.path.isabs(value) and not is_remote(value):
+                params = {**params, name: os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))}
         try:
             stage = cls(**params)
         except ValidationError as exc:

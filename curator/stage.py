@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +29,21 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from curator.global_run import GlobalRun
+
+class _PathMarker:
+    """Marks a stage parameter as a file path (see :data:`PathParam`)."""
+
+
+PathParam = Annotated[str, _PathMarker()]
+"""A stage parameter that names a file: in a pipeline file, a relative value is resolved against
+the pipeline file's folder (like every other path there); from Python, against the working
+directory."""
+
+
+def path_params(cls: type[BaseModel]) -> list[str]:
+    """Names of a stage class's parameters declared as :data:`PathParam`."""
+    return [name for name, info in cls.model_fields.items() if any(isinstance(m, _PathMarker) for m in info.metadata)]
+
 
 DROP_REASON = "drop_reason"
 """Reserved column: a stage sets it to a reason to drop a row; the base class removes it."""

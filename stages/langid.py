@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
-from curator.stage import DROP_REASON, MapStage
+from curator.stage import DROP_REASON, MapStage, PathParam
 
 LABEL_PREFIX = "__label__"
 FETCH_COMMAND = "python scripts/fetch_lid_model.py"
@@ -42,9 +42,9 @@ class LanguageId(MapStage):
     requires = ("text",)
     adds = ("lang", "lang_score")
 
-    model_path: str = Field("models/lid.176.ftz", description=(
-        "The fastText lid.176.ftz file; a relative path is relative to the current working "
-        f"directory. Get it with `{FETCH_COMMAND}`."))
+    model_path: PathParam = Field("models/lid.176.ftz", description=(
+        "The fastText lid.176.ftz file; in a pipeline file a relative path is relative to the file "
+        f"(the default: to the working directory). Get it with `{FETCH_COMMAND}`."))
     allowed: list[str] = Field(["en"], description=(
         "ISO codes to keep, as fastText labels them (en, de, zh, ...); other languages are "
         "dropped (reason lang_not_allowed). Empty: keep every language."))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import subprocess
 import sys
@@ -16,37 +15,7 @@ import pytest
 from distributed import Client
 
 from stages.langid import LanguageId, prepare_text
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_module(relative: str) -> ModuleType:
-    """Import a script that is not in a package (scripts/, benchmarks/) by its path."""
-    path = REPO / relative
-    name = f"_langid_test_{path.stem}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there while being defined
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def fetch_module() -> ModuleType:
-    """scripts/fetch_lid_model.py as a module."""
-    return _load_module("scripts/fetch_lid_model.py")
-
-
-@pytest.fixture(scope="session")
-def lid_model(fetch_module: ModuleType) -> Path:
-    """The real model at its default path, downloaded if missing (a failed download fails)."""
-    path = fetch_module.fetch_lid_model()
-    assert path == fetch_module.DEFAULT_OUT and fetch_module.sha256_of(path) == fetch_module.MODEL_SHA256
-    return path
-
+from tests.conftest import REPO, load_script
 
 @pytest.fixture(scope="session")
 def stage(lid_model: Path) -> LanguageId:
@@ -59,7 +28,7 @@ def stage(lid_model: Path) -> LanguageId:
 @pytest.fixture(scope="session")
 def hplt_rows(shared_data: Path) -> list[dict[str, Any]]:
     """HPLT v2's annotated excerpts."""
-    return _load_module("benchmarks/langid_accuracy.py").load_hplt(
+    return load_script("benchmarks/langid_accuracy.py").load_hplt(
         shared_data / "quality" / "hplt-v2-inspection" / "annotated_round1.jsonl.gz")
 
 
@@ -197,7 +166,7 @@ def test_fetch_hash_mismatch_fails(fetch_module: ModuleType, tmp_path: Path,
 
 def test_hplt_accuracy(stage: LanguageId, hplt_rows: list[dict[str, Any]]) -> None:
     """Conservative bounds under benchmarks/langid_accuracy.py's figures (96.4 %, 95.1 %, 73 %)."""
-    bench = _load_module("benchmarks/langid_accuracy.py")
+    bench = load_script("benchmarks/langid_accuracy.py")
     acc = bench.evaluate(stage, hplt_rows)
     assert acc.overall >= 0.93
     assert acc.macro >= 0.90

@@ -123,3 +123,13 @@ def test_cli_exits_2_and_writes_nothing(workdir: Path, label: str, text: str, ex
     after = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
     assert after == before
     assert not (workdir / "run").exists()
+
+
+def test_path_parameters_resolve_against_the_pipeline_file(workdir: Path) -> None:
+    (workdir / "sub").mkdir()
+    text = GOOD.replace("dataset: data", "dataset: ../data").replace(
+        "  - id: copy\n    uses: util.identity\n    from: docs\n",
+        "  - id: copy\n    uses: text.langid\n    from: docs\n    with: {model_path: ../models/lid.ftz}\n")
+    (workdir / "sub" / "p.yaml").write_text(text)
+    pipeline = load_pipeline(str(workdir / "sub" / "p.yaml"))
+    assert pipeline.stage("copy").stage.model_path == str(workdir / "models" / "lid.ftz")
