@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +24,34 @@ def shared_data() -> Path:
     """The team's reference data (../shared/data beside the checkout); missing data is an error."""
     assert SHARED_DATA.is_dir(), f"reference data not found at {SHARED_DATA}"
     return SHARED_DATA
+
+
+def load_script(relative: str) -> ModuleType:
+    """Import a script that is not in a package (scripts/, benchmarks/) by its path."""
+    path = REPO / relative
+    name = f"_curator_test_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def fetch_module() -> ModuleType:
+    """scripts/fetch_lid_model.py as a module."""
+    return load_script("scripts/fetch_lid_model.py")
+
+
+@pytest.fixture(scope="session")
+def lid_model(fetch_module: ModuleType) -> Path:
+    """The real lid.176.ftz at its default path, downloaded if missing (a failed download fails)."""
+    path = fetch_module.fetch_lid_model()
+    assert path == fetch_module.DEFAULT_OUT and fetch_module.sha256_of(path) == fetch_module.MODEL_SHA256
+    return path
 
 
 @pytest.fixture(scope="session")
