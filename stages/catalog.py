@@ -1,8 +1,11 @@
 """The stages this package registers (entry point ``curator.stages``)."""
 
 from curator.stage import Stage
+from stages.c4_filters import C4Quality
 from stages.exact_dedup import ExactDedup
 from stages.extract import TextExtractor
+from stages.fineweb_filters import FineWebQuality
+from stages.gopher_filters import GopherQuality, GopherRepetition
 from stages.html_decode import HtmlDecoder
 from stages.html_text import HtmlToText
 from stages.identity import Identity
@@ -12,4 +15,5 @@ from stages.warc_reader import WarcReader
 
 STAGES: tuple[type[Stage], ...] = (
     WarcReader, HtmlDecoder, TextExtractor, LanguageId, UnicodeFixer, HtmlToText, ExactDedup, Identity,
+    GopherQuality, GopherRepetition, C4Quality, FineWebQuality,
 )

@@ -16,7 +16,8 @@ from curator.runner import PipelineRunner
 from stages.warc_writer import WarcWriter
 from tests.conftest import REPO
 
-STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup")
+STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "gopher_quality",
+                                 "gopher_repetition", "c4", "fineweb")
 
 
 def _hostile_warc(path: Path) -> None:
