@@ -15,7 +15,7 @@ def _html(name: str, encoding: str = "utf-8") -> str:
     return (PAGES / name).read_bytes().decode(encoding)
 
 
-@pytest.mark.parametrize("engine", ["justext", "trafilatura", "resiliparse"])
+@pytest.mark.parametrize("engine", ["justext", "trafilatura", "resiliparse", "best"])
 def test_engines_keep_the_article_and_drop_the_footer(engine: str) -> None:
     stage = TextExtractor(engine=engine)
     stage.setup()
@@ -54,3 +54,16 @@ def test_batch_columns_and_empty_output() -> None:
     assert result.kept.column("id").to_pylist() == ["a"]
     assert "html" not in result.kept.column_names and "text" in result.kept.column_names
     assert dict(result.stats.drops) == {"extract_empty": 2}
+
+
+def test_best_engine_drops_comments_bylines_and_captions() -> None:
+    article = " ".join(f"Sentence number {i} of the article carries real information for the reader." for i in range(8))
+    html = f"""<html><body><nav><a href="/">Home</a> <a href="/news">News</a></nav>
+<article><h1>A headline without a full stop</h1><p class="byline">By Jane Doe</p>
+<figure><img src="a.jpg"><figcaption>Photo: Someone, Agency</figcaption></figure>
+<p>{article}</p><p>{article}</p><p>Share this article</p></article>
+<div id="comments"><h3>12 Comments</h3><p>First! This comment is long enough to look like a real sentence here.</p></div>
+<footer>Copyright 2024 Example News. All rights reserved.</footer></body></html>"""
+    stage = TextExtractor(engine="best")
+    text, _ = stage.extract(html)
+    assert text == f"{article}\n{article}"
