@@ -17,7 +17,7 @@ from curator.storage import digest, join, read_json, shard_name
 STATS_DIR = "_stats"
 REJECTED_DIR = "_rejected"
 WORK_DIR = "_work"
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"
 
 
 @dataclass(frozen=True)

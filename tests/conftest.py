@@ -72,9 +72,15 @@ def write_dataset(directory: Path, shards: list[list[dict]]) -> Path:
 
 
 def read_dataset(directory: Path) -> pa.Table:
-    """All shards of a dataset, in shard order."""
-    files = sorted(p for p in directory.glob("part-*.parquet"))
-    return pa.concat_tables([pq.read_table(p) for p in files])
+    """A dataset folder read the way users will: pyarrow's own discovery of the folder.
+
+    Side folders and files (_stats, _rejected, _work, _manifest.json) must not get in the way.
+    """
+    table = pq.read_table(str(directory))
+    n_files = len(list(directory.glob("part-*.parquet")))
+    assert n_files and table.num_rows == sum(pq.ParquetFile(p).metadata.num_rows
+                                             for p in directory.glob("part-*.parquet"))
+    return table
 
 
 def curator_cmd() -> list[str]:

@@ -45,7 +45,7 @@ def test_hostile_input_completes_and_counts_every_record(tmp_path: Path, shared_
     ])
     result = PipelineRunner(pipeline, dask_client, ProgressBoard(interactive=False)).run()
     assert result.ok, result.failures
-    totals = {s: json.loads((tmp_path / "run" / s / "manifest.json").read_text())["totals"] for s in STAGES}
+    totals = {s: json.loads((tmp_path / "run" / s / "_manifest.json").read_text())["totals"] for s in STAGES}
     for stage, t in totals.items():
         assert t["docs_in"] == t["docs_out"] + sum(t["drops"].values()), stage
     for upstream, downstream in zip(STAGES, STAGES[1:]):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tests.conftest import REPO, cli_env, curator_cmd
 
+SAMPLE_STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup")
+
 
 def test_stages_lists_names_params_and_docs() -> None:
     proc = subprocess.run([*curator_cmd(), "stages"], capture_output=True, text=True, env=cli_env(), timeout=120)
@@ -20,23 +22,25 @@ def test_stages_lists_names_params_and_docs() -> None:
     assert {p["name"] for p in warc["params"]} == {"max_body_mb", "batch_records"}
 
 
-def test_run_sample_then_rerun_then_report(tmp_path: Path) -> None:
+def test_run_sample_then_rerun_then_report(tmp_path: Path, lid_model: Path) -> None:
     cmd = [*curator_cmd(), "run", str(REPO / "pipelines" / "sample.yaml"), "--workers", "2",
            "--run-dir", str(tmp_path / "run"), "--dashboard-address", ":0"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "curator: Dask dashboard at http://" in first.stderr
     assert "Traceback" not in first.stderr and "Error" not in first.stderr, first.stderr
-    for stage in ("warc", "text", "dedup"):
+    for stage in SAMPLE_STAGES:
         assert any(line.startswith(stage) and "1/1" in line and "done" in line for line in first.stderr.splitlines())
     second = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
     assert second.returncode == 0
-    assert second.stderr.count("1 already done") == 3
+    assert second.stderr.count("1 already done") == len(SAMPLE_STAGES)
     report = subprocess.run([*curator_cmd(), "report", str(tmp_path / "run")], capture_output=True, text=True,
                             env=cli_env(), timeout=120)
     assert report.returncode == 0
     page = Path(report.stdout.strip()).read_text()
     assert "Funnel" in page and page.count("<svg") == 2
+    for stage in SAMPLE_STAGES:
+        assert f"<td>{stage}</td>" in page
 
 
 def test_report_of_a_non_run_dir_is_a_clear_error(tmp_path: Path) -> None:

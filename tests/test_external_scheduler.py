@@ -17,7 +17,7 @@ def _dask_cli() -> str:
     return str(Path(sys.executable).with_name("dask"))
 
 
-def test_scheduler_file_run_equals_local_cluster_run(tmp_path: Path) -> None:
+def test_scheduler_file_run_equals_local_cluster_run(tmp_path: Path, lid_model: Path) -> None:
     scheduler_file = tmp_path / "scheduler.json"
     procs = [subprocess.Popen([_dask_cli(), "scheduler", "--host", "127.0.0.1", "--port", "0",
                                "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],
@@ -41,7 +41,7 @@ def test_scheduler_file_run_equals_local_cluster_run(tmp_path: Path) -> None:
                                 "--run-dir", str(tmp_path / "local")],
                                capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
         assert local.returncode == 0, local.stderr
-        for stage in ("warc", "text", "dedup"):
+        for stage in ("warc", "decode", "extract", "langid", "ftfy", "dedup"):
             assert read_dataset(tmp_path / "remote" / stage).equals(read_dataset(tmp_path / "local" / stage))
     finally:
         for proc in reversed(procs):

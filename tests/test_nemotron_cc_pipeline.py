@@ -22,7 +22,7 @@ def _run(tmp_path: Path, client, lid_model: Path, warc: Path) -> dict[str, dict]
                              overrides=[f"stages.langid.with.model_path={lid_model}", f"inputs.crawl.files={warc}"])
     result = PipelineRunner(pipeline, client, ProgressBoard(interactive=False)).run()
     assert result.ok, result.failures
-    totals = {s: json.loads((tmp_path / "run" / s / "manifest.json").read_text())["totals"] for s in STAGES}
+    totals = {s: json.loads((tmp_path / "run" / s / "_manifest.json").read_text())["totals"] for s in STAGES}
     for stage, t in totals.items():  # every document is out, or dropped under a reason
         assert t["docs_in"] == t["docs_out"] + sum(t["drops"].values()), stage
     for upstream, downstream in zip(STAGES, STAGES[1:]):

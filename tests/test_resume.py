@@ -85,7 +85,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path: Path) -> None:
     killed = _kill_when(_command(path, run_dir), tmp_path,
                         lambda: _count(run_dir / "dedup" / "_work" / "hash", "part-*.parquet") >= 1)
     assert killed
-    assert not (run_dir / "dedup" / "manifest.json").exists()
+    assert not (run_dir / "dedup" / "_manifest.json").exists()
     # Finished shards of the first stage were not redone by the second attempt.
     assert all((run_dir / "copy" / "_stats" / n).stat().st_mtime_ns == t for n, t in stamps.items())
 

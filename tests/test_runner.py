@@ -65,7 +65,7 @@ def test_map_chain_and_global_stage(tmp_path: Path, dask_client) -> None:
     shared = [r for r in out.to_pylist() if r["text"].startswith("a shared")]
     assert [(r["id"], r["exact_dup_count"]) for r in shared] == [("d000000", n_dups)]
     assert set(out.column("exact_dup_count").to_pylist()) == {1, n_dups}
-    manifest = json.loads((tmp_path / "run" / "last" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "run" / "last" / "_manifest.json").read_text())
     assert manifest["totals"]["drops"] == {"exact_duplicate": n_dups - 1}
     assert manifest["totals"]["docs_in"] == 300
     assert len(manifest["shards"]) == 6
@@ -111,7 +111,7 @@ def test_bad_record_is_dropped_with_reason_not_the_shard(tmp_path: Path, dask_cl
     rejected = pq.read_table(tmp_path / "run" / "last" / "_rejected" / "part-00001.parquet")
     assert rejected.column("id").to_pylist() == ["d000014"]
     assert rejected.column("drop_reason").to_pylist() == ["error:ValueError"]
-    manifest = json.loads((tmp_path / "run" / "last" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "run" / "last" / "_manifest.json").read_text())
     assert manifest["totals"]["drops"] == {"error:ValueError": 1}
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curator.pipeline import load_pipeline
 from curator.progress import ProgressBoard
@@ -14,48 +13,58 @@ from curator.report import write_report
 from curator.runner import PipelineRunner
 from tests.conftest import REPO, read_dataset
 
-MANIFEST = json.loads((REPO / "sample_data" / "pages" / "MANIFEST.json").read_text())
+MANIFEST = json.loads((REPO / "sample_data" / "pages" / "MANIFEST.json").read_text())["records"]
 
 
-def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client) -> None:
-    pipeline = load_pipeline(str(REPO / "pipelines" / "sample.yaml"), run_dir=str(tmp_path / "run"))
+def _urls(kind_prefix: str) -> list[str]:
+    return [r["url"] for r in MANIFEST if r["kind"].startswith(kind_prefix)]
+
+
+def _reasons(run: Path, stage: str) -> dict[str, str]:
+    rejected = read_dataset(run / stage / "_rejected")
+    return dict(zip(rejected.column("url").to_pylist(), rejected.column("drop_reason").to_pylist()))
+
+
+def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client, lid_model: Path) -> None:
+    run = tmp_path / "run"
+    pipeline = load_pipeline(str(REPO / "pipelines" / "sample.yaml"), run_dir=str(run),
+                             overrides=[f"stages.langid.with.model_path={lid_model}"])
     result = PipelineRunner(pipeline, dask_client, ProgressBoard(interactive=False)).run()
     assert result.ok, result.failures
-    records = MANIFEST["records"] if isinstance(MANIFEST, dict) else MANIFEST
-    n_responses = len(records)
 
-    warc = read_dataset(tmp_path / "run" / "warc")
-    assert warc.num_rows == n_responses
-    assert len(set(warc.column("id").to_pylist())) == n_responses
-    assert all(s.endswith(".warc.gz@" + s.rsplit("@", 1)[1]) for s in warc.column("source").to_pylist())
+    warc = read_dataset(run / "warc")
+    assert warc.num_rows == len(MANIFEST)
+    assert len(set(warc.column("id").to_pylist())) == len(MANIFEST)
+    assert all("sample.warc.gz@" in s for s in warc.column("source").to_pylist())
 
-    docs = read_dataset(tmp_path / "run" / "outputs" / "documents")
+    # The PNG and the PDF are not HTML; the Latin-1 page is decoded by its declared charset.
+    assert _reasons(run, "decode") == {u: "not_html" for u in _urls("not_html")}
+    decoded = read_dataset(run / "decode")
+    latin = decoded.filter(pc.equal(decoded.column("url"), _urls("latin1")[0]))
+    assert latin.column("charset").to_pylist() == ["cp1252"] and "é" in latin.column("html")[0].as_py()
+    # jusText finds no main text in the link-listing page and the stub.
+    extract_drops = _reasons(run, "extract")
+    assert extract_drops == {u: "extract_empty" for u in
+                             ["https://www.dailyfinds.example.com/category/home-garden/page/3/", _urls("stub")[0]]}
+    # Only English is kept.
+    assert set(_reasons(run, "langid").values()) == {"lang_not_allowed"}
+    assert set(_reasons(run, "langid")) == set(_urls("non_english") + _urls("latin1"))
+
+    docs = read_dataset(run / "outputs" / "documents")
     urls = set(docs.column("url").to_pylist())
-    by_kind = {r["kind"]: r["url"] for r in records}
-    # Non-HTML records are dropped as not_html. (The plain extractor keeps boilerplate, so even the
-    # stub page's header and footer make it long enough to keep.)
-    text_rejected = pq.read_table(tmp_path / "run" / "text" / "_rejected" / "part-00000.parquet")
-    reasons = dict(zip(text_rejected.column("url").to_pylist(), text_rejected.column("drop_reason").to_pylist()))
-    not_html = [r["url"] for r in records if r["kind"] == "not_html"]
-    assert all(reasons[u] == "not_html" for u in not_html)
-    assert set(reasons) == set(not_html)
-    # Of the exact duplicate pair one copy is kept, with the count of copies.
-    dup_of = next(r for r in records if r["kind"].startswith("exact_duplicate_of:"))
-    original = dup_of["kind"].split(":", 1)[1]
-    kept = [u for u in (dup_of["url"], original) if u in urls]
+    assert set(docs.column("lang").to_pylist()) == {"en"}
+    # Of the exact duplicate pair one copy is kept, with the count of copies; the near duplicate
+    # is not an exact one, so both of that pair survive exact dedup.
+    dup = next(r for r in MANIFEST if r["kind"].startswith("exact_duplicate_of:"))
+    pair = [dup["url"], dup["kind"].split(":", 1)[1]]
+    kept = [u for u in pair if u in urls]
     assert len(kept) == 1
-    row = docs.filter(pc.equal(docs.column("url"), kept[0]))
-    assert row.column("exact_dup_count").to_pylist() == [2]
-    # The near duplicate is not an exact duplicate: both survive exact dedup.
-    near = next(r for r in records if r["kind"].startswith("near_duplicate_of:"))
+    assert docs.filter(pc.equal(docs.column("url"), kept[0])).column("exact_dup_count").to_pylist() == [2]
+    near = next(r for r in MANIFEST if r["kind"].startswith("near_duplicate_of:"))
     assert near["url"] in urls and near["kind"].split(":", 1)[1] in urls
-    # Non-English and Latin-1 pages are decoded correctly.
-    latin = docs.filter(pc.equal(docs.column("url"), by_kind["latin1"])).column("text")[0].as_py()
-    assert any(ch in latin for ch in "éèàç") and "\ufffd" not in latin
-    assert docs.num_rows == n_responses - len(not_html) - 1
+    assert docs.num_rows == 9
 
-    report = Path(write_report(str(tmp_path / "run")))
-    html = report.read_text()
+    html = Path(write_report(str(run))).read_text()
     assert html.count("<svg") == 2 and "Documents out of each stage" in html
-    for stage in ("warc", "text", "dedup"):
+    for stage in ("warc", "decode", "extract", "langid", "ftfy", "dedup"):
         assert f"<td>{stage}</td>" in html
