@@ -1,23 +1,13 @@
-"""A plain HTML-to-text stage: decode the body, keep all visible text (no boilerplate removal)."""
+"""A plain HTML-to-text stage: decode the body (as text.decode does), keep all visible text."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 from pydantic import Field
 from resiliparse.extract.html2text import extract_plain_text
-from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
 from curator.stage import DROP_REASON, MapStage
-
-HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", ""})
-
-
-def decode_body(body: bytes, charset: str | None) -> str:
-    """Decode an HTTP body with its declared charset, else a detected one; bad bytes replaced."""
-    try:
-        return bytes_to_str(body, charset or detect_encoding(body), errors="replace")
-    except LookupError:  # an unknown charset label in the HTTP header
-        return bytes_to_str(body, detect_encoding(body), errors="replace")
+from stages.html_decode import HTML_TYPES, choose_charset, looks_like_html
 
 
 class HtmlToText(MapStage):
@@ -41,13 +31,15 @@ class HtmlToText(MapStage):
         texts: list[str | None] = []
         reasons: list[str | None] = []
         for body, ctype, charset in zip(bodies, types, charsets):
-            if (ctype or "") not in HTML_TYPES:
+            body = body or b""
+            ctype = (ctype or "").lower()
+            if ctype not in HTML_TYPES and not (ctype == "" and looks_like_html(body)):
                 texts.append(None)
                 reasons.append("not_html")
                 continue
             # A str, not an HTMLTree: resiliparse's trees are bound to the thread that made them,
             # and Dask's event-loop thread may be the one that garbage-collects them.
-            html = decode_body(body or b"", charset)
+            html = body.decode(choose_charset(body, charset)[0], errors="replace")
             text = extract_plain_text(html, main_content=False, alt_texts=False, preserve_formatting=True)
             text = "\n".join(line.strip() for line in text.splitlines() if line.strip())
             texts.append(text)
