@@ -270,12 +270,12 @@ def list_shards(dataset_dir: str) -> list[str]:
 
 
 def remove_temp_files(directory: str) -> int:
-    """Remove temp files left in a directory (and its direct subfolders) by a killed run."""
+    """Remove temp files left anywhere under a directory by a killed run."""
     fs, fs_path = filesystem(directory)
     if not fs.isdir(fs_path):
         return 0
     removed = 0
-    for entry in fs.find(fs_path, maxdepth=3, withdirs=False):
+    for entry in fs.find(fs_path, withdirs=False):
         if entry.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
             fs.rm(entry)
             removed += 1

@@ -164,3 +164,15 @@ def test_exact_dedup_keeps_smallest_id_across_shards(tmp_path: Path, dask_client
     rejected = read_dataset(tmp_path / "run" / "last" / "_rejected")
     assert sorted(rejected.column("id").to_pylist()) == ["b", "e"]
     assert set(rejected.column("drop_reason").to_pylist()) == {"exact_duplicate"}
+
+
+def test_temp_files_left_by_a_killed_run_are_removed_at_any_depth(tmp_path: Path) -> None:
+    from curator.storage import remove_temp_files
+
+    deep = tmp_path / "stage" / "_work" / "hash" / "_done"
+    deep.mkdir(parents=True)
+    (deep / ".tmp-abc-item-00002.json").write_text("{}")
+    (tmp_path / "stage" / ".tmp-def-part-00000.parquet").write_text("x")
+    (deep / "item-00001.json").write_text("{}")
+    assert remove_temp_files(str(tmp_path / "stage")) == 2
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["item-00001.json"]
