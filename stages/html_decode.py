@@ -62,6 +62,12 @@ def looks_like_html(body: bytes) -> bool:
     return bool(_HTML_SNIFF.match(body[:512].lstrip(b"\xef\xbb\xbf")))
 
 
+def is_html(body: bytes, content_type: str | None, sniff_untyped: bool = True) -> bool:
+    """Whether a response is HTML: by its Content-Type, or by sniffing when it has none."""
+    ctype = (content_type or "").lower()
+    return ctype in HTML_TYPES or (ctype == "" and sniff_untyped and looks_like_html(body))
+
+
 class HtmlDecoder(MapStage):
     """Decode HTTP bodies to HTML text: BOM, HTTP charset, <meta>, then detection; bad bytes replaced."""
 
@@ -88,11 +94,10 @@ class HtmlDecoder(MapStage):
         reasons: list[str | None] = []
         for body, ctype, header_charset in zip(bodies, types, charsets):
             body = body or b""
-            ctype = (ctype or "").lower()
             reason = None
             if not body:
                 reason = "empty_body"
-            elif ctype not in HTML_TYPES and not (ctype == "" and self.sniff_untyped and looks_like_html(body)):
+            elif not is_html(body, ctype, self.sniff_untyped):
                 reason = "not_html"
             if reason:
                 html.append(None)

@@ -7,7 +7,7 @@ from pydantic import Field
 from resiliparse.extract.html2text import extract_plain_text
 
 from curator.stage import DROP_REASON, MapStage
-from stages.html_decode import HTML_TYPES, choose_charset, looks_like_html
+from stages.html_decode import choose_charset, is_html
 
 
 class HtmlToText(MapStage):
@@ -32,8 +32,7 @@ class HtmlToText(MapStage):
         reasons: list[str | None] = []
         for body, ctype, charset in zip(bodies, types, charsets):
             body = body or b""
-            ctype = (ctype or "").lower()
-            if ctype not in HTML_TYPES and not (ctype == "" and looks_like_html(body)):
+            if not is_html(body, ctype):
                 texts.append(None)
                 reasons.append("not_html")
                 continue
