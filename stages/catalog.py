@@ -5,6 +5,7 @@ from stages.c4_filters import C4Quality
 from stages.exact_dedup import ExactDedup
 from stages.extract import TextExtractor
 from stages.fineweb_filters import FineWebQuality
+from stages.fuzzy_dedup import FuzzyDedup
 from stages.gopher_filters import GopherQuality, GopherRepetition
 from stages.html_decode import HtmlDecoder
 from stages.html_text import HtmlToText
@@ -14,6 +15,6 @@ from stages.unicode_fix import UnicodeFixer
 from stages.warc_reader import WarcReader
 
 STAGES: tuple[type[Stage], ...] = (
-    WarcReader, HtmlDecoder, TextExtractor, LanguageId, UnicodeFixer, HtmlToText, ExactDedup, Identity,
+    WarcReader, HtmlDecoder, TextExtractor, LanguageId, UnicodeFixer, HtmlToText, ExactDedup, FuzzyDedup, Identity,
     GopherQuality, GopherRepetition, C4Quality, FineWebQuality,
 )
