@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curator.global_run import GlobalRun
-from curator.partitioned import Source, partition_of, read_sources, sources_for, write_partitioned
+from curator.partitioned import Source, mix64, partition_of, read_sources, sources_for, write_partitioned
 from curator.plan import ShardTask
 from curator.stage import DROP_REASON, GlobalStage, ShardStats, content_bytes, split_drops
 from curator.storage import join, read_batches, write_json_atomic
@@ -97,32 +97,38 @@ def _bucket_pairs(key: np.ndarray, node: np.ndarray) -> tuple[np.ndarray, np.nda
     first = np.maximum.accumulate(np.where(new, np.arange(len(key)), 0))
     anchor = node[first]
     linked = (~new) & (node != anchor)
-    a, b = anchor[linked], node[linked]
-    if not len(a):
-        return a, b
-    order = np.lexsort((b, a))
-    a, b = a[order], b[order]
-    distinct = np.ones(len(a), bool)
-    distinct[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    return a[distinct], b[distinct]
+    return _distinct_pairs(anchor[linked], node[linked])
 
 
 def _candidates(item: tuple[int, list[Source]], work_dir: str, num_parts: int, num_shards: int,
                 verify: bool) -> dict[str, Any]:
-    """Phase 2: candidate pairs of one key partition (edges for the components, or pairs to verify)."""
+    """Phase 2: candidate pairs of one key partition (edges for the components, or pairs to verify).
+
+    A pair that shares several bands can come from several key partitions; the components do not
+    mind, and for verification the pairs are re-partitioned by pair so each is checked once.
+    """
     part, sources = item
     table = read_sources(sources, BAND_SCHEMA)
     a, b = _bucket_pairs(table.column("key").to_numpy(), table.column("node").to_numpy())
     if not verify:
         index = write_edges_both_ways(join(work_dir, "edges", f"part-{part:05d}.parquet"), a, b, num_parts)
-        return {"index": index, "pairs": int(len(a))}
+        return {"index": index, "links": int(len(a))}
+    pair_part = partition_of(a ^ mix64(b), num_parts)
     pairs = pa.table({"a": a, "b": b}, schema=PAIR_SCHEMA)
-    write_partitioned(join(work_dir, "pairs", f"part-{part:05d}.parquet"), pairs, np.zeros(len(a), np.int64), 1)
-    needed = np.unique(np.concatenate([a, b]))
-    needs = pa.table({"node": needed, "part": np.full(len(needed), part, np.int32)}, schema=NEED_SCHEMA)
-    index = write_partitioned(join(work_dir, "needs", f"part-{part:05d}.parquet"), needs,
-                              _shard_of(needed), num_shards, NEED_SCHEMA)
-    return {"index": index, "pairs": int(len(a))}
+    pair_index = write_partitioned(join(work_dir, "pairs", f"part-{part:05d}.parquet"), pairs, pair_part, num_parts)
+    # The texts each pair partition needs, asked of the shards that hold them.
+    node = np.concatenate([a, b])
+    need_part = np.concatenate([pair_part, pair_part])
+    if len(node):
+        order = np.lexsort((need_part, node))
+        node, need_part = node[order], need_part[order]
+        distinct = np.ones(len(node), bool)
+        distinct[1:] = (node[1:] != node[:-1]) | (need_part[1:] != need_part[:-1])
+        node, need_part = node[distinct], need_part[distinct]
+    needs = pa.table({"node": node, "part": need_part.astype(np.int32)}, schema=NEED_SCHEMA)
+    need_index = write_partitioned(join(work_dir, "needs", f"part-{part:05d}.parquet"), needs,
+                                   _shard_of(node), num_shards, NEED_SCHEMA)
+    return {"index": need_index, "pair_index": pair_index, "links": int(len(a))}
 
 
 def _gather(item: tuple[int, str, list[Source]], column: str, work_dir: str, num_parts: int,
@@ -185,19 +191,16 @@ def _distinct_sorted(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     return out[:pos], new_offsets
 
 
-def _verify(item: tuple[int, list[Source]], stage: FuzzyDedup, work_dir: str, num_parts: int) -> dict[str, Any]:
+def _verify(item: tuple[int, list[Source], list[Source]], stage: FuzzyDedup, work_dir: str,
+            num_parts: int) -> dict[str, Any]:
     """Phase 3b: the pairs of one partition whose shingle sets' Jaccard reaches the threshold."""
-    part, sources = item
-    texts = read_sources(sources, TEXT_SCHEMA)
-    pairs = read_sources([(join(work_dir, "pairs", f"part-{part:05d}.parquet"), 0)], PAIR_SCHEMA) \
-        if _has_rows(join(work_dir, "pairs", f"part-{part:05d}.parquet")) else PAIR_SCHEMA.empty_table()
-    a = pairs.column("a").to_numpy()
-    b = pairs.column("b").to_numpy()
+    part, pair_sources, text_sources = item
+    pairs = read_sources(pair_sources, PAIR_SCHEMA)
+    a, b = _distinct_pairs(pairs.column("a").to_numpy(), pairs.column("b").to_numpy())
+    texts = read_sources(text_sources, TEXT_SCHEMA)
     nodes = texts.column("node").to_numpy()
-    order = np.argsort(nodes)
-    nodes = nodes[order]
-    hasher = stage.hasher()
-    hashes, offsets = hasher.shingle_hashes(texts.column("text").take(pa.array(order)))
+    nodes, first = np.unique(nodes, return_index=True)  # a text can arrive from several candidate tasks
+    hashes, offsets = stage.hasher().shingle_hashes(texts.column("text").take(pa.array(first)))
     sets, offsets = _distinct_sorted(hashes, offsets)
     jac = _pair_jaccard(sets, offsets, np.searchsorted(nodes, a), np.searchsorted(nodes, b)) if len(a) \
         else np.zeros(0, np.float32)
@@ -209,14 +212,15 @@ def _verify(item: tuple[int, list[Source]], stage: FuzzyDedup, work_dir: str, nu
     return {"index": index, "checked": int(len(a)), "kept": int(np.count_nonzero(keep))}
 
 
-def _has_rows(path: str) -> bool:
-    import pyarrow.parquet as pq
-
-    from curator.storage import filesystem
-
-    fs, fs_path = filesystem(path)
-    with fs.open(fs_path, "rb") as fh:
-        return pq.ParquetFile(fh).metadata.num_row_groups > 0
+def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``(a, b)`` pairs, sorted."""
+    if not len(a):
+        return a, b
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    distinct = np.ones(len(a), bool)
+    distinct[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[distinct], b[distinct]
 
 
 def _labels(item: tuple[int, list[Source]], work_dir: str, num_shards: int) -> list[int]:
@@ -389,7 +393,9 @@ class FuzzyDedup(GlobalStage):
         summary: dict[str, Any] = {
             "documents": sum(r["docs"] for r in sig), "documents_without_shingles": sum(r["empty"] for r in sig),
             "bands": self.bands, "rows": self.rows, "num_perm": self.num_perm,
-            "candidate_pairs": sum(r["pairs"] for r in cand),
+            # Links from each document to its bucket's first document; a pair sharing several
+            # bands in different key partitions counts once per partition.
+            "candidate_links": sum(r["links"] for r in cand),
         }
         if self.verify:
             need_files = [join(work, "needs", f"part-{p:05d}.parquet") for p in range(num_parts)]
@@ -397,9 +403,13 @@ class FuzzyDedup(GlobalStage):
             items = [(s, inputs[s], sources_for(need_files, need_index, s)) for s in range(num_shards)]
             gathered = ctx.map("gather", _gather, items, self.column, work, num_parts, ctx.batch_rows)
             text_files = [join(work, "gathered", f"part-{s:05d}.parquet") for s in range(num_shards)]
-            items = [(p, sources_for(text_files, gathered, p)) for p in range(num_parts)]
+            pair_files = [join(work, "pairs", f"part-{p:05d}.parquet") for p in range(num_parts)]
+            pair_index = [r["pair_index"] for r in cand]
+            items = [(p, sources_for(pair_files, pair_index, p), sources_for(text_files, gathered, p))
+                     for p in range(num_parts)]
             checked = ctx.map("verify", _verify, items, self, work, num_parts)
             edge_index = [r["index"] for r in checked]
+            summary["pairs_checked"] = sum(r["checked"] for r in checked)
             summary["verified_pairs"] = sum(r["kept"] for r in checked)
         else:
             edge_index = [r["index"] for r in cand]
