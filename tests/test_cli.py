@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import REPO, cli_env, curator_cmd
 
-SAMPLE_STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup")
+SAMPLE_STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup")
 
 
 def test_stages_lists_names_params_and_docs() -> None:

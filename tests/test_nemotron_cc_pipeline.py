@@ -13,7 +13,7 @@ from curator.report import write_report
 from curator.runner import PipelineRunner
 from tests.conftest import REPO, read_dataset
 
-STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "gopher_quality", "gopher_repetition", "c4",
+STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "gopher_quality", "gopher_repetition", "c4",
           "fineweb")
 
 
