@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from distributed import Client, as_completed, wait
+from distributed import Client, as_completed
 
 from curator.plan import WORK_DIR, ShardTask, StagePlan, finished_stats
 from curator.storage import digest, join, read_json, write_json_atomic
@@ -41,7 +41,8 @@ class GlobalRun:
     """Runs the phases of one global stage on the cluster, resumably."""
 
     def __init__(self, client: Client, plan: StagePlan, submit_kwargs: dict[str, Any],
-                 on_output: Callable[[dict[str, Any], bool], None]) -> None:
+                 on_output: Callable[[dict[str, Any], bool], None],
+                 on_phase: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.plan = plan
         self.stage = plan.spec.stage
@@ -50,6 +51,7 @@ class GlobalRun:
         self.batch_rows = plan.spec.batch_rows
         self._submit_kwargs = submit_kwargs
         self._on_output = on_output
+        self._on_phase = on_phase or (lambda text: None)
 
     @property
     def input_shards(self) -> list[str]:
@@ -80,8 +82,11 @@ class GlobalRun:
                 _run_phase_item, fn, item, args, marker, fingerprint, self.stage_id, f"{phase} item {i}",
                 key=f"{self.stage_id}-{phase}-{i}-{fingerprint[:10]}", **self._submit_kwargs,
             )
-        if futures:
-            wait(list(futures.values()))
+        done = len(items) - len(futures)
+        self._on_phase(f"{phase} {done}/{len(items)}")
+        for _ in as_completed(list(futures.values())):
+            done += 1
+            self._on_phase(f"{phase} {done}/{len(items)}")
         for i, fut in futures.items():
             if fut.status == "error":
                 raise fut.exception()
@@ -95,6 +100,7 @@ class GlobalRun:
         ``fn`` writes and commits the shard (see :func:`curator.tasks.write_shard`) and returns its
         stats record. ``per_task`` gives the arguments that differ between shards.
         """
+        self._on_phase("writing output")
         futures = []
         for task in self.plan.shards:
             record = finished_stats(task)

@@ -177,7 +177,8 @@ class PipelineRunner:
         def body() -> None:
             error: BaseException | None = None
             try:
-                ctx = GlobalRun(self.client, plan, self._submit_kwargs(plan, depth), on_output)
+                ctx = GlobalRun(self.client, plan, self._submit_kwargs(plan, depth), on_output,
+                                lambda text: self._events.put(("phase", sid, text)))
                 plan.spec.stage.run(ctx)  # type: ignore[attr-defined]
             except BaseException as exc:  # noqa: BLE001 - reported by the main loop
                 error = exc
@@ -208,6 +209,9 @@ class PipelineRunner:
             record, skipped = event[2], event[3]
             index = int(str(record["shard"]).split("-")[-1])
             self._record(sid, index, record, skipped)
+        elif kind == "phase":
+            self.progress.start(sid, phase=event[2])
+            return
         elif kind == "global_done":
             error = event[2]
             if error is not None:
