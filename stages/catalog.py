@@ -2,6 +2,7 @@
 
 from curator.stage import Stage
 from stages.c4_filters import C4Quality
+from stages.decontaminate import Decontaminate
 from stages.exact_dedup import ExactDedup
 from stages.extract import TextExtractor
 from stages.fineweb_filters import FineWebQuality
@@ -16,5 +17,5 @@ from stages.warc_reader import WarcReader
 
 STAGES: tuple[type[Stage], ...] = (
     WarcReader, HtmlDecoder, TextExtractor, LanguageId, UnicodeFixer, HtmlToText, ExactDedup, FuzzyDedup, Identity,
-    GopherQuality, GopherRepetition, C4Quality, FineWebQuality,
+    GopherQuality, GopherRepetition, C4Quality, FineWebQuality, Decontaminate,
 )

@@ -13,8 +13,8 @@ from curator.report import write_report
 from curator.runner import PipelineRunner
 from tests.conftest import REPO, read_dataset
 
-STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "gopher_quality", "gopher_repetition", "c4",
-          "fineweb")
+STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "decontaminate",
+          "gopher_quality", "gopher_repetition", "c4", "fineweb")
 
 
 def _run(tmp_path: Path, client, lid_model: Path, warc: Path) -> dict[str, dict]:
