@@ -8,10 +8,11 @@ files in the stage's ``_work`` folder (see :mod:`curator.partitioned`):
 1. ``signatures`` (per input shard): MinHash signatures (:mod:`stages.minhash`) and one 64-bit key
    per band, written partitioned by key. Documents are numbered ``node = shard << 32 | row``.
 2. ``candidates`` (per key partition): documents with equal band keys are candidates; each is
-   linked to the smallest node of its bucket (a star, not all pairs).
-3. optional ``gather`` + ``verify``: the texts of candidate pairs are shuffled to the pair's
-   partition and the pair is kept only if the true Jaccard of its shingle sets reaches
-   ``verify_threshold``.
+   linked to the smallest node of its bucket (a star, not all pairs: components are transitive).
+3. optional ``gather`` + ``verify``: candidate pairs (all pairs of a bucket of up to
+   ``verify_all_pairs_up_to`` documents, else each document with the bucket's first two) are
+   re-partitioned by pair, the texts of their documents shuffled to them, and a pair is kept only
+   if the true Jaccard of its shingle sets reaches ``verify_threshold``.
 4. ``cc-*``: connected components (:mod:`stages.connected_components`).
 5. ``labels``, ``members``, ``survivors``: each component's documents meet in one task, which
    picks the survivor (highest ``score_column`` if named, then smallest ``id``) and the size.
@@ -31,13 +32,14 @@ import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from curator.global_run import GlobalRun
 from curator.partitioned import Source, mix64, partition_of, read_sources, sources_for, write_partitioned
 from curator.plan import ShardTask
 from curator.stage import DROP_REASON, GlobalStage, ShardStats, content_bytes, split_drops
-from curator.storage import join, read_batches, write_json_atomic
+from curator.storage import filesystem, join, read_batches, write_json_atomic
 from curator.tasks import write_shard
 from stages.connected_components import EDGE_SCHEMA, connected_components, write_edges_both_ways
 from stages.minhash import EMPTY, MinHashSignatures, band_keys, lsh_bands
@@ -55,6 +57,10 @@ MEMBER_SCHEMA = pa.schema([("label", pa.uint64()), ("node", pa.uint64()), ("id",
 CLUSTER_SCHEMA = pa.schema([("row", pa.int64()), ("cluster_id", pa.string()), ("cluster_size", pa.int64()),
                             ("keep", pa.bool_())])
 SUMMARY_FILE = "_fuzzy_dedup.json"
+PARTITION_DOCS = 250_000
+"""Default shuffle partition size: 250k documents are 5M band keys (80 MB) at 20 bands."""
+VERIFY_ANCHORS = 2
+"""With verification, nodes of a bucket too big for all pairs are checked against its first two."""
 
 
 def _shard_of(nodes: np.ndarray) -> np.ndarray:
@@ -86,22 +92,59 @@ def _signatures(item: tuple[int, str], stage: FuzzyDedup, work_dir: str, num_par
     return {"index": index, "docs": docs, "empty": empty}
 
 
-def _bucket_pairs(key: np.ndarray, node: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (smallest node of the bucket, other node) for every bucket of equal keys, distinct."""
+@nb.njit(cache=True)
+def _bucket_links(key: np.ndarray, node: np.ndarray, all_pairs_up_to: int, anchors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Links within each run of equal keys (``key``/``node`` sorted by key, then node).
+
+    A bucket of at most ``all_pairs_up_to`` nodes gives all its pairs; a larger one links every
+    node to each of its first ``anchors`` nodes.
+    """
+    n = key.shape[0]
+    total = 0
+    start = 0
+    for i in range(1, n + 1):
+        if i == n or key[i] != key[start]:
+            size = i - start
+            if size <= all_pairs_up_to:
+                total += size * (size - 1) // 2
+            else:
+                total += anchors * size
+            start = i
+    a = np.empty(total, np.uint64)
+    b = np.empty(total, np.uint64)
+    pos = 0
+    start = 0
+    for i in range(1, n + 1):
+        if i == n or key[i] != key[start]:
+            size = i - start
+            first = size if size <= all_pairs_up_to else min(anchors, size)
+            for x in range(start, start + first):
+                for y in range(x + 1, i):
+                    if node[x] != node[y]:
+                        a[pos] = node[x]
+                        b[pos] = node[y]
+                        pos += 1
+            start = i
+    return a[:pos], b[:pos]
+
+
+def _bucket_pairs(key: np.ndarray, node: np.ndarray, all_pairs_up_to: int = 1,
+                  anchors: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct candidate pairs ``(a < b)`` of documents sharing a band key.
+
+    By default each node is linked to its bucket's smallest node (a star: enough for the
+    components, which are transitive anyway). Verification needs the pairs themselves, since a
+    pair of near-duplicates can both fall short of their bucket's first document.
+    """
     if not len(key):
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
     order = np.lexsort((node, key))
-    key, node = key[order], node[order]
-    new = np.ones(len(key), bool)
-    new[1:] = key[1:] != key[:-1]
-    first = np.maximum.accumulate(np.where(new, np.arange(len(key)), 0))
-    anchor = node[first]
-    linked = (~new) & (node != anchor)
-    return _distinct_pairs(anchor[linked], node[linked])
+    a, b = _bucket_links(key[order], node[order], all_pairs_up_to, anchors)
+    return _distinct_pairs(a, b)
 
 
 def _candidates(item: tuple[int, list[Source]], work_dir: str, num_parts: int, num_shards: int,
-                verify: bool) -> dict[str, Any]:
+                verify: bool, all_pairs_up_to: int) -> dict[str, Any]:
     """Phase 2: candidate pairs of one key partition (edges for the components, or pairs to verify).
 
     A pair that shares several bands can come from several key partitions; the components do not
@@ -109,7 +152,8 @@ def _candidates(item: tuple[int, list[Source]], work_dir: str, num_parts: int, n
     """
     part, sources = item
     table = read_sources(sources, BAND_SCHEMA)
-    a, b = _bucket_pairs(table.column("key").to_numpy(), table.column("node").to_numpy())
+    key, node = table.column("key").to_numpy(), table.column("node").to_numpy()
+    a, b = _bucket_pairs(key, node, all_pairs_up_to, VERIFY_ANCHORS) if verify else _bucket_pairs(key, node)
     if not verify:
         index = write_edges_both_ways(join(work_dir, "edges", f"part-{part:05d}.parquet"), a, b, num_parts)
         return {"index": index, "links": int(len(a))}
@@ -246,10 +290,6 @@ def _members(item: tuple[int, str, list[Source]], stage: FuzzyDedup, work_dir: s
     label = labels.column("label").to_numpy()[first]
     rows = (node & ROW_MASK).astype(np.int64)
     columns = ["id"] + ([stage.score_column] if stage.score_column else [])
-    import pyarrow.parquet as pq
-
-    from curator.storage import filesystem
-
     fs, fs_path = filesystem(path)
     with fs.open(fs_path, "rb") as fh:
         meta_table = pq.read_table(fh, columns=columns)
@@ -331,6 +371,17 @@ def _write_output(task: ShardTask, input_path: str, sources: list[Source], batch
     return write_shard(task, results(), stats)
 
 
+def _default_partitions(inputs: list[str]) -> int:
+    """Enough shuffle partitions for about PARTITION_DOCS documents each (estimated from the first
+    shard's row count), so a phase opens shards x partitions files, not shards^2."""
+    if not inputs:
+        return 1
+    fs, fs_path = filesystem(inputs[0])
+    with fs.open(fs_path, "rb") as fh:
+        rows = pq.ParquetFile(fh).metadata.num_rows
+    return int(min(1024, max(1, -(-rows * len(inputs) // PARTITION_DOCS))))
+
+
 class FuzzyDedup(GlobalStage):
     """Near-duplicate removal by MinHash LSH and connected components; keeps one document per
     component and records ``cluster_id`` and ``cluster_size``."""
@@ -342,7 +393,7 @@ class FuzzyDedup(GlobalStage):
     column: str = Field("text", description="Column whose text is shingled.")
     shingle: Literal["chars", "words"] = Field("chars", description="Character or word n-grams.")
     ngram: int = Field(24, ge=1, description="Shingle length in characters or words (Nemotron-CC: 24 characters).")
-    normalize: list[Literal["lowercase", "whitespace", "punctuation", "digits"]] = Field(
+    normalize: list[Literal["lowercase", "whitespace", "punctuation", "digits", "numbers"]] = Field(
         default_factory=lambda: ["whitespace"], description="Normalisation before shingling.")
     num_perm: int = Field(260, ge=1, description="MinHash permutations.")
     seed: int = Field(1, description="Seed of the permutations (datasketch's default is 1).")
@@ -352,8 +403,11 @@ class FuzzyDedup(GlobalStage):
                              description="Target Jaccard; picks bands and rows when they are null (datasketch's optimiser).")
     verify: bool = Field(False, description="Keep only candidate pairs whose true shingle Jaccard reaches verify_threshold.")
     verify_threshold: float | None = Field(None, gt=0.0, le=1.0, description="Default: threshold.")
+    verify_all_pairs_up_to: int = Field(
+        32, ge=2, description="With verify: buckets up to this size have all their pairs checked; "
+                              "in larger ones every document is checked against the bucket's first two.")
     score_column: str | None = Field(None, description="Survivor = highest score in the component (then smallest id).")
-    partitions: int | None = Field(None, ge=1, description="Shuffle partitions (default: one per input shard, at most 1024).")
+    partitions: int | None = Field(None, ge=1, description="Shuffle partitions (default: one per 250k documents, at most 1024).")
     max_cc_rounds: int = Field(64, ge=1, description="Give up if components have not settled after this many rounds.")
 
     @model_validator(mode="after")
@@ -383,13 +437,14 @@ class FuzzyDedup(GlobalStage):
     def run(self, ctx: GlobalRun) -> None:
         inputs = ctx.input_shards
         num_shards = len(inputs)
-        num_parts = self.partitions or max(1, min(num_shards, 1024))
+        num_parts = self.partitions or _default_partitions(inputs)
         work = ctx.work_dir
         sig = ctx.map("signatures", _signatures, list(enumerate(inputs)), self, work, num_parts, ctx.batch_rows)
         band_files = [join(work, "bands", f"part-{s:05d}.parquet") for s in range(num_shards)]
         band_index = [r["index"] for r in sig]
         items = [(p, sources_for(band_files, band_index, p)) for p in range(num_parts)]
-        cand = ctx.map("candidates", _candidates, items, work, num_parts, num_shards, self.verify)
+        cand = ctx.map("candidates", _candidates, items, work, num_parts, num_shards, self.verify,
+                       self.verify_all_pairs_up_to)
         summary: dict[str, Any] = {
             "documents": sum(r["docs"] for r in sig), "documents_without_shingles": sum(r["empty"] for r in sig),
             "bands": self.bands, "rows": self.rows, "num_perm": self.num_perm,

@@ -27,8 +27,8 @@ POLY_BASE = np.uint64(1099511628211)          # the 64-bit FNV prime; any odd co
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MASK64 = (1 << 64) - 1
 
-NormalizeOption = Literal["lowercase", "whitespace", "punctuation", "digits"]
-NORMALIZE_OPTIONS: tuple[str, ...] = ("lowercase", "punctuation", "digits", "whitespace")
+NormalizeOption = Literal["lowercase", "whitespace", "punctuation", "digits", "numbers"]
+NORMALIZE_OPTIONS: tuple[str, ...] = ("lowercase", "numbers", "punctuation", "digits", "whitespace")
 """The normalisation steps, in the order they are applied."""
 
 ShingleKind = Literal["chars", "words"]
@@ -37,9 +37,10 @@ ShingleKind = Literal["chars", "words"]
 def normalize_texts(texts: pa.Array | pa.ChunkedArray, options: Sequence[str]) -> pa.Array:
     """Apply normalisation steps to a string column (in Arrow's C++ kernels, no Python per row).
 
-    ``lowercase``: Unicode lower case. ``punctuation``: removes punctuation and symbols (Unicode
-    classes P and S). ``digits``: every decimal digit becomes ``0`` (numbers of the same length
-    match). ``whitespace``: runs of whitespace become one space, ends trimmed.
+    ``lowercase``: Unicode lower case. ``numbers``: every number (digits, with inner ``.`` or
+    ``,`` groups) becomes ``0``, so texts that differ only in their numbers match.
+    ``punctuation``: removes punctuation and symbols (Unicode classes P and S). ``digits``: every
+    decimal digit becomes ``0`` (numbers of the same length match). ``whitespace``: runs of whitespace become one space, ends trimmed.
     """
     unknown = set(options) - set(NORMALIZE_OPTIONS)
     if unknown:
@@ -50,6 +51,8 @@ def normalize_texts(texts: pa.Array | pa.ChunkedArray, options: Sequence[str]) -
         texts = texts.cast(pa.string())
     if "lowercase" in options:
         texts = pc.utf8_lower(texts)
+    if "numbers" in options:
+        texts = pc.replace_substring_regex(texts, r"[0-9]+(?:[.,][0-9]+)*", "0")
     if "punctuation" in options:
         texts = pc.replace_substring_regex(texts, r"[\p{P}\p{S}]+", " ")
     if "digits" in options:

@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -179,3 +180,20 @@ outputs:
     with pytest.raises(PipelineError) as err:
         load_pipeline(str(path), [])
     assert "bad.yaml:10: stages.0.with.shingle" in str(err.value)
+
+
+def test_verification_checks_all_pairs_of_small_buckets() -> None:
+    """Near-duplicates B and C can both be far from their bucket's first document A: without
+    verification a star around A is enough (components are transitive), with it B-C must be
+    checked itself."""
+    from stages.fuzzy_dedup import _bucket_pairs
+
+    key = np.array([5, 5, 5, 9, 9], np.uint64)
+    node = np.array([30, 10, 20, 7, 7], np.uint64)
+    star = _bucket_pairs(key, node)
+    assert list(zip(*(x.tolist() for x in star))) == [(10, 20), (10, 30)]
+    every = _bucket_pairs(key, node, all_pairs_up_to=32, anchors=2)
+    assert list(zip(*(x.tolist() for x in every))) == [(10, 20), (10, 30), (20, 30)]
+    # A bucket larger than the limit: every node against the first two.
+    big = _bucket_pairs(np.zeros(40, np.uint64), np.arange(40, dtype=np.uint64), all_pairs_up_to=32, anchors=2)
+    assert len(big[0]) == 39 + 38 and set(big[0].tolist()) == {0, 1}

@@ -41,6 +41,7 @@ def _datasketch_signature(shingles: list[str], num_perm: int = 260, seed: int = 
     ("chars", 24, ("whitespace",)),                                   # the Nemotron-CC setting
     ("chars", 5, ()),
     ("words", 5, ("lowercase", "punctuation", "digits", "whitespace")),
+    ("chars", 24, ("numbers", "whitespace")),
 ])
 def test_signatures_equal_datasketch_legacy_scheme(shared_data: Path, kind: str, ngram: int,
                                                    normalize: tuple[str, ...]) -> None:
@@ -86,6 +87,7 @@ def test_normalisation_options() -> None:
     texts = pa.array(["  Hello,\tWORLD!  It's 2024.  "])
     assert normalize_texts(texts, ["whitespace"])[0].as_py() == "Hello, WORLD! It's 2024."
     assert normalize_texts(texts, ["lowercase", "punctuation", "digits", "whitespace"])[0].as_py() == "hello world it s 0000"
+    assert normalize_texts(pa.array(["costs $1,250.50 or 7 eggs"]), ["numbers"])[0].as_py() == "costs $0 or 0 eggs"
     with pytest.raises(ValueError, match="unknown normalisation"):
         normalize_texts(texts, ["stemming"])
     # Word shingles always normalise whitespace: a word shingle is words joined by one space.
