@@ -116,6 +116,19 @@ def test_score_column_picks_survivor_and_rerun_is_a_no_op(tmp_path: Path, dask_c
     _run(tmp_path, dask_client, dataset, "score_column: score", name="s")
     assert {m: m.stat().st_mtime_ns for m in markers} == stamps  # no phase ran again
     assert (tmp_path / "out-s" / "part-00000.parquet").read_bytes() == before
+    # A run killed mid-stage: later phases' markers and one output shard missing. The rerun
+    # redoes only those and writes the same output.
+    want = read_dataset(tmp_path / "out-s")
+    stage_dir = run_dir / "fuzzy"
+    redo = [m for m in markers if m.parent.parent.name in ("labels", "members", "survivors")]
+    for m in redo + [stage_dir / "_stats" / "part-00001.json", stage_dir / "part-00001.parquet",
+                     stage_dir / "_manifest.json"]:
+        m.unlink()
+    _run(tmp_path, dask_client, dataset, "score_column: score", name="s")
+    kept_stamps = {m: t for m, t in stamps.items() if m not in redo}
+    assert {m: m.stat().st_mtime_ns for m in kept_stamps} == kept_stamps
+    assert all(m.exists() for m in redo)
+    assert read_dataset(tmp_path / "out-s").equals(want)
 
 
 def test_verification_rejects_candidates_below_threshold(tmp_path: Path, dask_client) -> None:
