@@ -18,6 +18,10 @@ STATS_DIR = "_stats"
 REJECTED_DIR = "_rejected"
 WORK_DIR = "_work"
 MANIFEST = "_manifest.json"
+DEDUP_SUMMARY = "_fuzzy_dedup.json"
+"""A dedup.fuzzy stage's summary (clusters, sizes), beside its shards; the report shows it."""
+CONTAMINATION_REPORT = "_contamination.json"
+"""A dedup.decontaminate stage's report (benchmark items found where), beside its shards."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from curator.plan import MANIFEST, STATS_DIR
+from curator.plan import CONTAMINATION_REPORT, DEDUP_SUMMARY, MANIFEST, STATS_DIR
 from curator.runner import RUN_RECORD
 from curator.stage import ShardStats
 from curator.storage import filesystem, join, read_json
@@ -24,6 +24,8 @@ class StageSummary:
     shards_done: int = 0
     stats: ShardStats = field(default_factory=ShardStats)
     complete: bool = False
+    dedup: dict[str, Any] | None = None            # _fuzzy_dedup.json of a dedup.fuzzy stage
+    contamination: dict[str, Any] | None = None    # _contamination.json of a dedup.decontaminate stage
 
 
 def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
@@ -51,8 +53,44 @@ def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
                 summary.shards_done += 1
                 summary.stats.add(ShardStats.from_json(record.get("stats", {})))
         summary.complete = manifest is not None and summary.shards_done >= summary.shards_total
+        for attr, side_file in (("dedup", DEDUP_SUMMARY), ("contamination", CONTAMINATION_REPORT)):
+            record = read_json(join(stage_dir, side_file))
+            setattr(summary, attr, record if isinstance(record, dict) else None)
         summaries.append(summary)
     return run, summaries
+
+
+def _dedup_section(stages: list[StageSummary]) -> str:
+    parts = []
+    for s in stages:
+        d = s.dedup
+        if d:
+            sizes = d.get("cluster_sizes", {})
+            parts.append(
+                f"<h3>{html.escape(s.stage_id)}</h3><p>{d.get('documents', 0):,} documents, "
+                f"{d.get('bands')} bands x {d.get('rows')} rows; {d.get('candidate_links', 0):,} candidate links"
+                + (f", {d.get('verified_pairs', 0):,} of {d.get('pairs_checked', 0):,} pairs verified"
+                   if "verified_pairs" in d else "")
+                + f"; {d.get('clusters', 0):,} clusters of near-duplicates holding "
+                f"{d.get('documents_in_clusters', 0):,} documents, {d.get('duplicates_removed', 0):,} removed "
+                f"({d.get('cc_rounds', 0)} component rounds).</p>"
+            )
+            if sizes:
+                parts.append(funnel_svg(f"{s.stage_id}: clusters by size (documents per cluster)",
+                                        [str(k) for k in sizes], [int(v) for v in sizes.values()], "#6a4c93"))
+        c = s.contamination
+        if c:
+            rows = "".join(
+                f"<tr><td>{html.escape(name)}</td><td>{b.get('items', 0):,}</td><td>{b.get('items_found', 0):,}</td>"
+                f"<td>{b.get('docs_contaminated', 0):,}</td></tr>" for name, b in c.get("benchmarks", {}).items())
+            parts.append(
+                f"<h3>{html.escape(s.stage_id)}</h3><p>{c.get('docs_contaminated', 0):,} of "
+                f"{c.get('docs_scanned', 0):,} documents contain a benchmark {c.get('ngram')}-gram "
+                f"(mode {html.escape(str(c.get('mode')))}); items and documents in "
+                f"<code>{html.escape(s.stage_id)}/{CONTAMINATION_REPORT}</code>.</p>"
+                f"<table><tr><th>benchmark</th><th>items</th><th>items found</th><th>documents</th></tr>{rows}</table>"
+            )
+    return "<h2>Deduplication and decontamination</h2>" + "".join(parts) if parts else ""
 
 
 def _human(n: float) -> str:
@@ -128,6 +166,7 @@ svg.plot {{ display: block; margin: 1em 0; }}
 <th>task seconds</th><th>docs/s per task</th><th>drops by reason</th></tr>
 {''.join(rows)}
 </table>
+{_dedup_section(stages)}
 </body></html>
 """
 

@@ -53,7 +53,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from curator.global_run import GlobalRun
-from curator.plan import ShardTask
+from curator.plan import CONTAMINATION_REPORT, ShardTask
 from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, content_bytes, split_drops
 from curator.storage import (
     ShardWriter, digest, file_fingerprint, filesystem, is_remote, join, read_batches, write_json_atomic,
@@ -62,7 +62,6 @@ from curator.tasks import write_shard
 from stages.ngram_index import NgramIndex, word_hashes
 
 DEFAULT_FIELDS = ("question", "problem", "prompt", "input", "text")
-REPORT_FILE = "_contamination.json"
 REASON_PREFIX = "contaminated:"
 PREVIEW_CHARS = 200
 MAX_DOC_IDS = 10
@@ -320,7 +319,7 @@ class Decontaminate(GlobalStage):
         inputs = ctx.input_shards
         match_dir = join(ctx.work_dir, "match")
         summaries = ctx.map("match", _match_shard, list(enumerate(inputs)), params, match_dir, ctx.batch_rows)
-        write_json_atomic(join(ctx.plan.directory, REPORT_FILE), self.report(items, summaries, ctx.stage_id))
+        write_json_atomic(join(ctx.plan.directory, CONTAMINATION_REPORT), self.report(items, summaries, ctx.stage_id))
         ctx.map_outputs(_output_shard, params, ctx.batch_rows,
                         per_task=lambda task: (inputs[task.index], _match_file(match_dir, task.index)))
 

@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 
 from curator.global_run import GlobalRun
 from curator.partitioned import Source, mix64, partition_of, read_sources, sources_for, write_partitioned
-from curator.plan import ShardTask
+from curator.plan import DEDUP_SUMMARY, ShardTask
 from curator.stage import DROP_REASON, GlobalStage, ShardStats, content_bytes, split_drops
 from curator.storage import filesystem, join, read_batches, write_json_atomic
 from curator.tasks import write_shard
@@ -56,7 +56,6 @@ MEMBER_SCHEMA = pa.schema([("label", pa.uint64()), ("node", pa.uint64()), ("id",
                            ("score", pa.float64())])
 CLUSTER_SCHEMA = pa.schema([("row", pa.int64()), ("cluster_id", pa.string()), ("cluster_size", pa.int64()),
                             ("keep", pa.bool_())])
-SUMMARY_FILE = "_fuzzy_dedup.json"
 PARTITION_DOCS = 250_000
 """Default shuffle partition size: 250k documents are 5M band keys (80 MB) at 20 bands."""
 VERIFY_ANCHORS = 2
@@ -93,7 +92,8 @@ def _signatures(item: tuple[int, str], stage: FuzzyDedup, work_dir: str, num_par
 
 
 @nb.njit(cache=True)
-def _bucket_links(key: np.ndarray, node: np.ndarray, all_pairs_up_to: int, anchors: int) -> tuple[np.ndarray, np.ndarray]:
+def _bucket_links(key: np.ndarray, node: np.ndarray, all_pairs_up_to: int,
+                  anchors: int) -> tuple[np.ndarray, np.ndarray]:
     """Links within each run of equal keys (``key``/``node`` sorted by key, then node).
 
     A bucket of at most ``all_pairs_up_to`` nodes gives all its pairs; a larger one links every
@@ -399,9 +399,10 @@ class FuzzyDedup(GlobalStage):
     seed: int = Field(1, description="Seed of the permutations (datasketch's default is 1).")
     bands: int | None = Field(20, ge=1, description="LSH bands (Nemotron-CC: 20). Null: derived from threshold.")
     rows: int | None = Field(13, ge=1, description="Rows per band (Nemotron-CC: 13). Null: derived from threshold.")
-    threshold: float = Field(0.8, gt=0.0, lt=1.0,
-                             description="Target Jaccard; picks bands and rows when they are null (datasketch's optimiser).")
-    verify: bool = Field(False, description="Keep only candidate pairs whose true shingle Jaccard reaches verify_threshold.")
+    threshold: float = Field(
+        0.8, gt=0.0, lt=1.0, description="Target Jaccard; picks bands and rows when they are null (datasketch's optimiser).")
+    verify: bool = Field(
+        False, description="Keep only candidate pairs whose true shingle Jaccard reaches verify_threshold.")
     verify_threshold: float | None = Field(None, gt=0.0, le=1.0, description="Default: threshold.")
     verify_all_pairs_up_to: int = Field(
         32, ge=2, description="With verify: buckets up to this size have all their pairs checked; "
@@ -494,4 +495,4 @@ class FuzzyDedup(GlobalStage):
         })
         ctx.map_outputs(_write_output, ctx.batch_rows,
                         per_task=lambda task: (inputs[task.index], sources_for(surv_files, surv_index, task.index)))
-        write_json_atomic(join(ctx.plan.directory, SUMMARY_FILE), summary)
+        write_json_atomic(join(ctx.plan.directory, DEDUP_SUMMARY), summary)

@@ -38,7 +38,7 @@ def test_run_sample_then_rerun_then_report(tmp_path: Path, lid_model: Path) -> N
                             env=cli_env(), timeout=120)
     assert report.returncode == 0
     page = Path(report.stdout.strip()).read_text()
-    assert "Funnel" in page and page.count("<svg") == 2
+    assert "Funnel" in page and page.count("<svg") == 3  # two funnels, fuzzy_dedup's cluster sizes
     for stage in SAMPLE_STAGES:
         assert f"<td>{stage}</td>" in page
 

@@ -45,6 +45,7 @@ def test_on_the_real_crawl_excerpt(tmp_path: Path, shared_data: Path, dask_clien
     page = Path(write_report(str(tmp_path / "run"))).read_text()
     for stage in STAGES:
         assert f"<td>{stage}</td>" in page
+    assert "Deduplication and decontamination" in page and "<td>gsm8k</td>" in page
 
 
 def test_on_the_sample_warc(tmp_path: Path, dask_client, lid_model: Path) -> None:

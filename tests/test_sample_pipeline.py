@@ -77,6 +77,7 @@ def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client, lid_model: Path
     assert docs.num_rows == 8
 
     html = Path(write_report(str(run))).read_text()
-    assert html.count("<svg") == 2 and "Documents out of each stage" in html
+    assert html.count("<svg") == 3 and "Documents out of each stage" in html
+    assert "fuzzy_dedup: clusters by size" in html and "1 clusters of near-duplicates holding 2 documents" in html
     for stage in ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup"):
         assert f"<td>{stage}</td>" in html
