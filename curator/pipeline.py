@@ -31,7 +31,7 @@ import yaml
 from pydantic import ValidationError
 
 from curator.registry import StageRegistry
-from curator.stage import GlobalStage, MapStage, SourceStage, Stage, path_params
+from curator.stage import GlobalStage, SourceStage, Stage, path_params
 from curator.storage import InputFile, expand_paths, file_fingerprint, is_remote, list_shards, read_listing, read_schema
 
 TOP_KEYS = {"name", "run_dir", "imports", "inputs", "stages", "outputs", "batch_rows"}

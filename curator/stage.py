@@ -281,3 +281,13 @@ def split_drops(table: pa.Table) -> BatchResult:
     stats.docs_out = kept.num_rows
     stats.bytes_out = content_bytes(kept)
     return BatchResult(kept, rejected if rejected.num_rows else None, stats)
+
+
+def split_counted(batch_in: pa.Table, processed: pa.Table, totals: ShardStats) -> BatchResult:
+    """:func:`split_drops` for a global stage's output shard: ``processed`` is ``batch_in`` with
+    columns added (and ``drop_reason``); the batch's counts, input included, go into ``totals``."""
+    result = split_drops(processed)
+    result.stats.docs_in = batch_in.num_rows
+    result.stats.bytes_in = content_bytes(batch_in)
+    totals.add(result.stats)
+    return result

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from curator.global_run import GlobalRun
 from curator.plan import CONTAMINATION_REPORT, ShardTask
-from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, content_bytes, split_drops
+from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, split_counted, split_drops
 from curator.storage import (
     ShardWriter, digest, file_fingerprint, filesystem, is_remote, join, read_batches, write_json_atomic,
 )
@@ -483,10 +483,7 @@ def _output_shard(task: ShardTask, input_path: str, match_path: str, params: dic
                     firsts = contamination.take(pa.array(flagged, pa.int64())).to_pylist()
                     reasons[flagged] = [REASON_PREFIX + labels[0].rsplit(":", 1)[0] for labels in firsts]
                 out = out.append_column(DROP_REASON, pa.array(reasons, pa.string()))
-            res = split_drops(out)
-            res.stats.docs_in = n
-            res.stats.bytes_in = content_bytes(batch)
-            stats.add(res.stats)
+            res = split_counted(batch, out, stats)
             offset += n
             yield res.kept, res.rejected
 

@@ -22,13 +22,13 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from curator.global_run import GlobalRun
 from curator.plan import ShardTask
-from curator.stage import DROP_REASON, GlobalStage, ShardStats, content_bytes, split_drops
-from curator.storage import ShardWriter, filesystem, join, read_batches
+from curator.partitioned import Source, read_sources, sources_for, write_partitioned
+from curator.stage import DROP_REASON, GlobalStage, ShardStats, split_counted
+from curator.storage import join, read_batches
 from curator.tasks import write_shard
 
 HASH_SCHEMA = pa.schema([("h1", pa.uint64()), ("h2", pa.uint64()), ("id", pa.string()),
@@ -67,81 +67,43 @@ def _hash_shard(item: tuple[int, str], column: str, normalize: str, buckets: int
         row += n
     table = pa.concat_tables(parts) if parts else HASH_SCHEMA.empty_table()
     bucket = (table.column("h1").to_numpy() % np.uint64(buckets)).astype(np.int64) if table.num_rows else np.zeros(0, np.int64)
-    order = np.argsort(bucket, kind="stable")
-    table = table.take(order)
-    bucket = bucket[order]
-    bounds = np.searchsorted(bucket, np.arange(buckets + 1))
-    writer = ShardWriter(join(work_dir, "hash", f"part-{shard:05d}.parquet"), HASH_SCHEMA)
-    index = []
-    group = 0
-    for b in range(buckets):
-        lo, hi = int(bounds[b]), int(bounds[b + 1])
-        if hi > lo:
-            writer.write(table.slice(lo, hi - lo), row_group_size=hi - lo)
-            index.append(group)
-            group += 1
-        else:
-            index.append(-1)
-    writer.commit()
-    return index
+    return write_partitioned(join(work_dir, "hash", f"part-{shard:05d}.parquet"), table, bucket, buckets, HASH_SCHEMA)
 
 
-def _group_bucket(item: tuple[int, list[tuple[str, int]]], work_dir: str) -> dict[str, int]:
-    """Phase 2: find duplicate groups in one bucket; return {shard: row group} of the result file.
+def _group_bucket(item: tuple[int, list[Source]], work_dir: str, num_shards: int) -> list[int]:
+    """Phase 2: find duplicate groups in one bucket; return the result file's index by shard.
 
     ``item`` is the bucket and, for each hash file holding rows of it, the row group to read.
     """
     bucket, sources = item
-    parts = []
-    for path, group in sources:
-        fs, fs_path = filesystem(path)
-        with fs.open(fs_path, "rb") as fh:
-            parts.append(pq.ParquetFile(fh).read_row_group(group))
-    if not parts:
-        return {}
-    table = pa.concat_tables(parts)
+    table = read_sources(sources, HASH_SCHEMA)
     h1 = table.column("h1").to_numpy()
     h2 = table.column("h2").to_numpy()
     ids = np.array(table.column("id").to_pylist(), dtype=object)
     shard = table.column("shard").to_numpy()
     row = table.column("row").to_numpy()
     # Sort by hash, then by the tie-breakers that make the kept copy deterministic.
-    id_rank = np.unique(ids.astype(str), return_inverse=True)[1]
+    id_rank = np.unique(ids.astype(str), return_inverse=True)[1] if len(ids) else np.zeros(0, np.int64)
     order = np.lexsort((row, shard, id_rank, h2, h1))
     h1, h2, shard, row = h1[order], h2[order], shard[order], row[order]
     new_group = np.ones(len(order), bool)
     new_group[1:] = (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])
     group_id = np.cumsum(new_group) - 1
-    sizes = np.bincount(group_id)
+    sizes = np.bincount(group_id) if len(group_id) else np.zeros(0, np.int64)
     dup = sizes[group_id] > 1
     count = np.where(new_group, sizes[group_id], 0)[dup]
     result = pa.table({"shard": shard[dup].astype(np.int32), "row": row[dup], "count": count.astype(np.int64)},
                       schema=GROUP_SCHEMA)
     result = result.take(np.lexsort((result.column("row").to_numpy(), result.column("shard").to_numpy())))
-    writer = ShardWriter(join(work_dir, "groups", f"bucket-{bucket:05d}.parquet"), GROUP_SCHEMA)
-    index: dict[str, int] = {}
-    shards = result.column("shard").to_numpy()
-    bounds = np.flatnonzero(np.diff(shards)) + 1 if len(shards) else np.zeros(0, np.int64)
-    starts = np.concatenate(([0], bounds)) if len(shards) else np.zeros(0, np.int64)
-    ends = np.concatenate((bounds, [len(shards)])) if len(shards) else np.zeros(0, np.int64)
-    for g, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist())):
-        writer.write(result.slice(lo, hi - lo), row_group_size=hi - lo)
-        index[str(int(shards[lo]))] = g
-    writer.commit()
-    return index
+    return write_partitioned(join(work_dir, "groups", f"bucket-{bucket:05d}.parquet"), result,
+                             result.column("shard").to_numpy().astype(np.int64), num_shards, GROUP_SCHEMA)
 
 
-def _filter_shard(task: ShardTask, input_path: str, group_files: list[tuple[str, int]], column: str,
+def _filter_shard(task: ShardTask, input_path: str, group_files: list[Source], column: str,
                   batch_rows: int) -> dict[str, Any]:
     """Phase 3: write one output shard without its duplicates, with ``exact_dup_count``."""
-    dup_rows, dup_counts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for path, group in group_files:
-        fs, fs_path = filesystem(path)
-        with fs.open(fs_path, "rb") as fh:
-            part = pq.ParquetFile(fh).read_row_group(group)
-        dup_rows.append(part.column("row").to_numpy())
-        dup_counts.append(part.column("count").to_numpy())
-    rows, counts = np.concatenate(dup_rows), np.concatenate(dup_counts)
+    groups = read_sources(group_files, GROUP_SCHEMA)
+    rows, counts = groups.column("row").to_numpy(), groups.column("count").to_numpy()
     stats = ShardStats()
 
     def results():
@@ -153,10 +115,7 @@ def _filter_shard(task: ShardTask, input_path: str, group_files: list[tuple[str,
             dup_count[rows[here] - offset] = counts[here]
             reasons = pa.array(["exact_duplicate" if c == 0 else None for c in dup_count.tolist()], pa.string())
             out = batch.append_column("exact_dup_count", pa.array(dup_count, pa.int64()))
-            res = split_drops(out.append_column(DROP_REASON, reasons))
-            res.stats.docs_in = n
-            res.stats.bytes_in = content_bytes(batch)
-            stats.add(res.stats)
+            res = split_counted(batch, out.append_column(DROP_REASON, reasons), stats)
             offset += n
             yield res.kept, res.rejected
 
@@ -167,6 +126,7 @@ class ExactDedup(GlobalStage):
     """Exact dedup across the dataset by MD5 of normalised text; keeps the copy with the smallest id."""
 
     name = "dedup.exact"
+    version = 2  # 2: phase files written by curator.partitioned (markers of version 1 do not apply)
     requires = ("id", "text")
     adds = ("exact_dup_count",)
 
@@ -183,13 +143,8 @@ class ExactDedup(GlobalStage):
                              ctx.work_dir, ctx.batch_rows)
         hash_files = [join(ctx.work_dir, "hash", f"part-{i:05d}.parquet") for i in range(len(inputs))]
         # Each bucket task gets only its own column of the (shard x bucket) row-group table.
-        bucket_items = [(b, [(hash_files[i], groups[b]) for i, groups in enumerate(row_groups) if groups[b] >= 0])
-                        for b in range(buckets)]
-        group_index = ctx.map("group", _group_bucket, bucket_items, ctx.work_dir)
-        per_shard: dict[int, list[tuple[str, int]]] = {}
-        for bucket, index in enumerate(group_index):
-            for shard, group in index.items():
-                per_shard.setdefault(int(shard), []).append(
-                    (join(ctx.work_dir, "groups", f"bucket-{bucket:05d}.parquet"), group))
+        bucket_items = [(b, sources_for(hash_files, row_groups, b)) for b in range(buckets)]
+        group_index = ctx.map("group", _group_bucket, bucket_items, ctx.work_dir, len(inputs))
+        group_files = [join(ctx.work_dir, "groups", f"bucket-{b:05d}.parquet") for b in range(buckets)]
         ctx.map_outputs(_filter_shard, self.column, ctx.batch_rows,
-                        per_task=lambda task: (inputs[task.index], per_shard.get(task.index, [])))
+                        per_task=lambda task: (inputs[task.index], sources_for(group_files, group_index, task.index)))

@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from curator.global_run import GlobalRun
 from curator.partitioned import Source, mix64, partition_of, read_sources, sources_for, write_partitioned
 from curator.plan import DEDUP_SUMMARY, ShardTask
-from curator.stage import DROP_REASON, GlobalStage, ShardStats, content_bytes, split_drops
+from curator.stage import DROP_REASON, GlobalStage, ShardStats, split_counted
 from curator.storage import filesystem, join, read_batches, write_json_atomic
 from curator.tasks import write_shard
 from stages.connected_components import EDGE_SCHEMA, connected_components, write_edges_both_ways
@@ -361,10 +361,7 @@ def _write_output(task: ShardTask, input_path: str, sources: list[Source], batch
             out = batch.append_column("cluster_id", pa.array(cluster_id, pa.string()))
             out = out.append_column("cluster_size", pa.array(size, pa.int64()))
             reasons = pa.array(np.where(keep, None, "fuzzy_duplicate"), pa.string())
-            res = split_drops(out.append_column(DROP_REASON, reasons))
-            res.stats.docs_in = n
-            res.stats.bytes_in = content_bytes(batch)
-            stats.add(res.stats)
+            res = split_counted(batch, out.append_column(DROP_REASON, reasons), stats)
             offset += n
             yield res.kept, res.rejected
 
