@@ -319,7 +319,8 @@ class Decontaminate(GlobalStage):
         inputs = ctx.input_shards
         match_dir = join(ctx.work_dir, "match")
         summaries = ctx.map("match", _match_shard, list(enumerate(inputs)), params, match_dir, ctx.batch_rows)
-        write_json_atomic(join(ctx.plan.directory, CONTAMINATION_REPORT), self.report(items, summaries, ctx.stage_id))
+        report = self.report(items, summaries, ctx.stage_id)
+        write_json_atomic(join(ctx.plan.directory, CONTAMINATION_REPORT), report)
         ctx.map_outputs(_output_shard, params, ctx.batch_rows,
                         per_task=lambda task: (inputs[task.index], _match_file(match_dir, task.index)))
 
