@@ -12,10 +12,11 @@ from stages.html_decode import HtmlDecoder
 from stages.html_text import HtmlToText
 from stages.identity import Identity
 from stages.langid import LanguageId
+from stages.rephrase import Rephrase
 from stages.unicode_fix import UnicodeFixer
 from stages.warc_reader import WarcReader
 
 STAGES: tuple[type[Stage], ...] = (
     WarcReader, HtmlDecoder, TextExtractor, LanguageId, UnicodeFixer, HtmlToText, ExactDedup, FuzzyDedup, Identity,
-    GopherQuality, GopherRepetition, C4Quality, FineWebQuality, Decontaminate,
+    GopherQuality, GopherRepetition, C4Quality, FineWebQuality, Decontaminate, Rephrase,
 )

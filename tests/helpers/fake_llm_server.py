@@ -13,7 +13,9 @@ message): ``[fault:SPEC]`` where SPEC is
 - ``drop``: close the connection without answering.
 - ``badshape``: HTTP 200 with valid JSON that is not a completion.
 
-A normal answer is ``"ECHO: " + prompt`` with usage counts of whitespace-separated words.
+A normal answer is ``"ECHO: " + prompt`` with usage counts of whitespace-separated words; an
+``answer`` hook given to the server replaces it: it gets the prompt and returns the text, or
+``(text, finish_reason)``.
 The server counts requests per prompt and the most requests ever in flight at once.
 """
 
@@ -26,6 +28,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -67,8 +70,10 @@ def answer_text(prompt: str) -> str:
 class FakeLLMServer:
     """The server; use as a context manager. ``latency_s`` delays every normal answer."""
 
-    def __init__(self, *, latency_s: float = 0.0, stall_s: float = 5.0) -> None:
+    def __init__(self, *, latency_s: float = 0.0, stall_s: float = 5.0,
+                 answer: Callable[[str], str | tuple[str, str]] | None = None) -> None:
         self.latency_s = latency_s
+        self.answer = answer
         self.stall_s = stall_s
         self.url = ""
         self._lock = threading.Lock()
@@ -193,7 +198,7 @@ class FakeLLMServer:
                 return await self._fail(request, fault, prompt, chat)
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
-            return web.json_response(_completion(prompt, chat, payload.get("model", "")))
+            return web.json_response(_completion(prompt, chat, payload.get("model", ""), self.answer))
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -240,9 +245,11 @@ def _close(request: web.Request) -> None:
         transport.abort()
 
 
-def _completion(prompt: str, chat: bool, model: str) -> dict[str, Any]:
-    text = answer_text(prompt)
-    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+def _completion(prompt: str, chat: bool, model: str,
+                answer: Callable[[str], str | tuple[str, str]] | None = None) -> dict[str, Any]:
+    reply = answer(prompt) if answer is not None else answer_text(prompt)
+    text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
+    choice: dict[str, Any] = {"index": 0, "finish_reason": finish_reason}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
     else:
