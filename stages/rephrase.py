@@ -61,7 +61,7 @@ from curator.global_run import GlobalRun
 from curator.llm import LLMClient, LLMResult, LLMStats, Prompt, ResponseCache, SamplingParams
 from curator.llm.config import LLMConfig, TokenCounter
 from curator.plan import ShardTask
-from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, content_bytes, split_drops
+from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, split_counted
 from curator.storage import is_remote, join, read_batches, read_json, write_json_atomic
 from curator.tasks import write_shard
 from stages.rephrase_prompts import TASK_NAMES, TASKS, TaskName, TaskSpec
@@ -463,10 +463,7 @@ def _output_shard(task: ShardTask, input_path: str, params: dict[str, Any], stag
         for batch in read_batches(input_path, batch_rows):
             requests, unrouted = stage.plan(batch, counter)
             answers = client.generate([(stage.prompt(r), stage.sampling(r.task)) for r in requests])
-            res = split_drops(stage.rows(requests, answers))
-            res.stats.docs_in = batch.num_rows
-            res.stats.bytes_in = content_bytes(batch)
-            stats.add(res.stats)
+            res = split_counted(batch, stage.rows(requests, answers), stats)
             totals["requests"] += len(requests)
             totals["unrouted"] += unrouted
             totals["failed"].update(a.error_kind for a in answers if not a.ok)
