@@ -22,6 +22,8 @@ DEDUP_SUMMARY = "_fuzzy_dedup.json"
 """A dedup.fuzzy stage's summary (clusters, sizes), beside its shards; the report shows it."""
 CONTAMINATION_REPORT = "_contamination.json"
 """A dedup.decontaminate stage's report (benchmark items found where), beside its shards."""
+LLM_STATS = "_llm_stats.json"
+"""An LLM stage's merged request counts (requests, failures, tokens, latencies), beside its shards."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from curator.plan import CONTAMINATION_REPORT, DEDUP_SUMMARY, MANIFEST, STATS_DIR
+from curator.plan import CONTAMINATION_REPORT, DEDUP_SUMMARY, LLM_STATS, MANIFEST, STATS_DIR
 from curator.runner import RUN_RECORD
 from curator.stage import ShardStats
 from curator.storage import filesystem, join, read_json
@@ -26,6 +26,7 @@ class StageSummary:
     complete: bool = False
     dedup: dict[str, Any] | None = None            # _fuzzy_dedup.json of a dedup.fuzzy stage
     contamination: dict[str, Any] | None = None    # _contamination.json of a dedup.decontaminate stage
+    llm: dict[str, Any] | None = None              # _llm_stats.json of a stage that calls an LLM
 
 
 def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
@@ -53,7 +54,7 @@ def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
                 summary.shards_done += 1
                 summary.stats.add(ShardStats.from_json(record.get("stats", {})))
         summary.complete = manifest is not None and summary.shards_done >= summary.shards_total
-        for attr, side_file in (("dedup", DEDUP_SUMMARY), ("contamination", CONTAMINATION_REPORT)):
+        for attr, side_file in (("dedup", DEDUP_SUMMARY), ("contamination", CONTAMINATION_REPORT), ("llm", LLM_STATS)):
             record = read_json(join(stage_dir, side_file))
             setattr(summary, attr, record if isinstance(record, dict) else None)
         summaries.append(summary)
@@ -91,6 +92,36 @@ def _dedup_section(stages: list[StageSummary]) -> str:
                 f"<table><tr><th>benchmark</th><th>items</th><th>items found</th><th>documents</th></tr>{rows}</table>"
             )
     return "<h2>Deduplication and decontamination</h2>" + "".join(parts) if parts else ""
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _llm_section(stages: list[StageSummary]) -> str:
+    parts = []
+    for s in stages:
+        st = s.llm
+        if not st:
+            continue
+        lat = st.get("latency_s", {})
+        failures = ", ".join(f"{html.escape(k)}: {v:,}" for k, v in st.get("failures", {}).items()) or "none"
+        retries = ", ".join(f"{html.escape(k)}: {v:,}" for k, v in st.get("retries", {}).items()) or "none"
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{t.get('segments', 0):,}</td><td>{t.get('kept', 0):,}</td>"
+            f"<td>{', '.join(f'{html.escape(r)}: {n:,}' for r, n in t.get('rejected', {}).items()) or '-'}</td></tr>"
+            for name, t in st.get("tasks", {}).items())
+        parts.append(
+            f"<h3>{html.escape(s.stage_id)} ({html.escape(str(st.get('model')))})</h3>"
+            f"<p>{st.get('requests', 0):,} requests sent ({st.get('attempts', 0):,} attempts), "
+            f"{st.get('cache_hits', 0):,} answered from the cache; {st.get('successes', 0):,} answered, "
+            f"failed: {failures}; retries: {retries}. Tokens in {st.get('tokens_in', 0):,}, out "
+            f"{st.get('tokens_out', 0):,}. Latency p50 {_seconds(lat.get('p50'))} s, p90 {_seconds(lat.get('p90'))} s, "
+            f"p99 {_seconds(lat.get('p99'))} s.</p>"
+            + (f"<table><tr><th>task</th><th>segments</th><th>kept</th><th>rejected by reason</th></tr>{rows}</table>"
+               if rows else "")
+        )
+    return "<h2>LLM requests</h2>" + "".join(parts) if parts else ""
 
 
 def _human(n: float) -> str:
@@ -167,6 +198,7 @@ svg.plot {{ display: block; margin: 1em 0; }}
 {''.join(rows)}
 </table>
 {_dedup_section(stages)}
+{_llm_section(stages)}
 </body></html>
 """
 

@@ -60,7 +60,7 @@ from pydantic import Field, model_validator
 from curator.global_run import GlobalRun
 from curator.llm import LLMClient, LLMResult, LLMStats, Prompt, ResponseCache, SamplingParams
 from curator.llm.config import LLMConfig, TokenCounter
-from curator.plan import ShardTask
+from curator.plan import LLM_STATS, ShardTask
 from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, split_counted
 from curator.storage import is_remote, join, read_batches, read_json, write_json_atomic
 from curator.tasks import write_shard
@@ -68,8 +68,6 @@ from stages.rephrase_prompts import TASK_NAMES, TASKS, TaskName, TaskSpec
 
 log = logging.getLogger("stages.rephrase")
 
-LLM_STATS = "_llm_stats.json"
-"""The merged LLM counts of a synth.rephrase stage, beside its shards."""
 CACHE_DIR = "llm_cache"
 STATS_DIR = "llm_stats"
 

@@ -19,10 +19,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from curator.llm import LLMResult
 from curator.llm.config import LLMConfig, TokenCounter
 from curator.pipeline import load_pipeline
+from curator.plan import LLM_STATS
 from curator.progress import ProgressBoard
+from curator.report import write_report
 from curator.runner import PipelineRunner
 from stages.rephrase import (
-    LLM_STATS, Rephrase, Request, parse_qa_pairs, qa_pairs_to_keep, segment_document, strip_markdown,
+    Rephrase, Request, parse_qa_pairs, qa_pairs_to_keep, segment_document, strip_markdown,
 )
 from stages.rephrase_prompts import TASK_NAMES, TASKS
 from tests.conftest import read_dataset
@@ -276,6 +278,9 @@ def test_rephrase_pipeline(tmp_path: Path, dask_client, server: FakeLLMServer, t
     assert stats["tasks"]["wikipedia"]["rejected"] == {"llm_failed:http_5xx": 1, "too_short": 1, "length_cap": 1,
                                                        "missing_prefix": 1}
     assert sum(t["kept"] for t in stats["tasks"].values()) == len(out)
+    page = Path(write_report(str(tmp_path / "run"))).read_text()
+    assert "<h2>LLM requests</h2>" in page and f"{stats['requests']:,} requests sent" in page
+    assert "http_5xx: 1" in page and "<td>wikipedia</td>" in page and "missing_prefix: 1" in page
 
     # A rerun with another setting redoes every shard but sends only the request that failed.
     answered = stats["successes"]
