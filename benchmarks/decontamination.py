@@ -33,12 +33,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from heuristic_filters import article_chunks  # benchmarks/ is on sys.path when run as a script
 from stages.decontaminate import Decontaminate
 from stages.ngram_index import normalize_words, word_hashes
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BENCH = DATA / "contamination"
-TRUTH = DATA / "extraction" / "aeb-dev" / "ground-truth.json"
 BENCHMARKS = [("gsm8k", "gsm8k_test.jsonl.gz"), ("math", "math_test.jsonl.gz"),
               ("math500", "math500_test.jsonl.gz"), ("mmlu_stem", "mmlu_stem_test.jsonl.gz"),
               ("humaneval", "humaneval.jsonl.gz")]
@@ -46,14 +46,7 @@ BENCHMARKS = [("gsm8k", "gsm8k_test.jsonl.gz"), ("math", "math_test.jsonl.gz"),
 
 def documents(n: int) -> list[str]:
     """``n`` documents of about 2 KB of article text; every 100th carries a benchmark item."""
-    pieces = []
-    for item in json.loads(TRUTH.read_text()).values():
-        current = ""
-        for para in item["articleBody"].split("\n\n"):
-            current = f"{current}\n\n{para}" if current else para
-            if len(current) >= 2000:
-                pieces.append(current)
-                current = ""
+    pieces = article_chunks()
     items = []
     for name, field in (("gsm8k_test", "question"), ("math_test", "problem"), ("mmlu_stem_test", "question")):
         with gzip.open(BENCH / f"{name}.jsonl.gz", "rt") as fh:

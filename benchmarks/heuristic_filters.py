@@ -21,16 +21,22 @@ from stages.gopher_filters import GopherQuality, GopherRepetition
 TRUTH = Path(__file__).resolve().parents[2] / "shared" / "data" / "extraction" / "aeb-dev" / "ground-truth.json"
 
 
-def documents(n: int = 6000) -> pa.Table:
-    """``n`` documents of about 2 KB cut from the benchmark's article bodies."""
-    docs = []
+def article_chunks(min_chars: int = 2000) -> list[str]:
+    """Real article text (aeb-dev) cut at paragraph ends into pieces of at least ``min_chars``."""
+    pieces = []
     for item in json.loads(TRUTH.read_text()).values():
         current = ""
         for para in item["articleBody"].split("\n\n"):
             current = f"{current}\n\n{para}" if current else para
-            if len(current) >= 2000:
-                docs.append(current)
+            if len(current) >= min_chars:
+                pieces.append(current)
                 current = ""
+    return pieces
+
+
+def documents(n: int = 6000) -> pa.Table:
+    """``n`` documents of about 2 KB cut from the benchmark's article bodies."""
+    docs = article_chunks()
     return pa.table({"text": (docs * (n // len(docs) + 1))[:n]})
 
 
