@@ -7,11 +7,11 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from curator.llm.backend import Backend
+from curator.llm.backend import AnyBackend, Backend, BatchBackend
 from curator.llm.cache import ResponseCache
 from curator.llm.requests import LLMResult, Prompt, SamplingParams, cache_key
 
@@ -22,6 +22,8 @@ LATENCY_BUCKETS_PER_DECADE = 20
 LATENCY_FLOOR_S = 1e-3
 """Latencies at or below this fall into bucket 0."""
 _FAILURES_LOGGED_PER_CALL = 10
+
+_Settle = Callable[[str, list[int], LLMResult], None]
 
 
 def _latency_bucket(seconds: float) -> int:
@@ -176,7 +178,7 @@ class LLMClient:
     ``concurrency`` requests in flight.
     """
 
-    def __init__(self, backend: Backend, cache: ResponseCache | None = None, concurrency: int = 16) -> None:
+    def __init__(self, backend: AnyBackend, cache: ResponseCache | None = None, concurrency: int = 16) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.backend = backend
@@ -210,35 +212,24 @@ class LLMClient:
             self._stats.cache_hits += len(items) - sum(len(indexes) for indexes in todo.values())
         failed: list[str] = []
 
-        # A fixed pool of workers pulling from one iterator: the concurrency bound of a semaphore
-        # without a task per request, so a batch of a million prompts costs no more than a small one.
-        pending = iter(todo.items())
+        def settle(key: str, indexes: list[int], result: LLMResult) -> None:
+            with self._stats_lock:
+                self._stats.record(result)
+                self._stats.deduplicated += len(indexes) - 1
+            if self.cache is not None:
+                self.cache.put(key, result)
+            if not result.ok:
+                failed.append(key)
+                level = logging.WARNING if len(failed) <= _FAILURES_LOGGED_PER_CALL else logging.DEBUG
+                log.log(level, "LLM request %s failed [%s]: %s", key, result.error_kind, result.error)
+            results[indexes[0]] = result
+            for index in indexes[1:]:
+                results[index] = replace(result, cached=result.ok)
 
-        async def worker() -> None:
-            for key, indexes in pending:
-                prompt, params = items[indexes[0]]
-                result = await self.backend.generate(prompt, params)
-                with self._stats_lock:
-                    self._stats.record(result)
-                    self._stats.deduplicated += len(indexes) - 1
-                if self.cache is not None:
-                    self.cache.put(key, result)
-                if not result.ok:
-                    failed.append(key)
-                    level = logging.WARNING if len(failed) <= _FAILURES_LOGGED_PER_CALL else logging.DEBUG
-                    log.log(level, "LLM request %s failed [%s]: %s", key, result.error_kind, result.error)
-                results[indexes[0]] = result
-                for index in indexes[1:]:
-                    results[index] = replace(result, cached=result.ok)
-
-        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(todo)))]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
+        if isinstance(self.backend, BatchBackend):
+            await self._run_batches(self.backend, items, list(todo.items()), settle)
+        else:
+            await self._run_workers(self.backend, items, list(todo.items()), settle)
         if len(failed) > _FAILURES_LOGGED_PER_CALL:
             log.warning(
                 "%d of %d LLM requests in this batch failed (first %d logged above)",
@@ -248,6 +239,38 @@ class LLMClient:
         if len(answered) != len(items):  # a bug, never a server fault: fail loudly rather than misalign
             raise RuntimeError(f"{len(items) - len(answered)} of {len(items)} LLM requests have no result")
         return answered
+
+    async def _run_workers(self, backend: Backend, items: Sequence[tuple[Prompt, SamplingParams]],
+                           todo: list[tuple[str, list[int]]], settle: _Settle) -> None:
+        """Send one request at a time per worker, ``concurrency`` workers."""
+        # A fixed pool of workers pulling from one iterator: the concurrency bound of a semaphore
+        # without a task per request, so a batch of a million prompts costs no more than a small one.
+        pending = iter(todo)
+
+        async def worker() -> None:
+            for key, indexes in pending:
+                prompt, params = items[indexes[0]]
+                settle(key, indexes, await backend.generate(prompt, params))
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(todo)))]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+
+    async def _run_batches(self, backend: BatchBackend, items: Sequence[tuple[Prompt, SamplingParams]],
+                           todo: list[tuple[str, list[int]]], settle: _Settle) -> None:
+        """Hand the backend ``batch_size`` requests per call, in a thread (the call blocks)."""
+        for start in range(0, len(todo), backend.batch_size):
+            chunk = todo[start:start + backend.batch_size]
+            answers = await asyncio.to_thread(backend.generate_batch, [items[indexes[0]] for _, indexes in chunk])
+            if len(answers) != len(chunk):
+                raise RuntimeError(f"{backend!r} answered {len(answers)} of {len(chunk)} requests")
+            for (key, indexes), result in zip(chunk, answers):
+                settle(key, indexes, result)
 
     def generate(self, items: Sequence[tuple[Prompt, SamplingParams]]) -> list[LLMResult]:
         """Blocking :meth:`agenerate` in a fresh event loop (fine in a Dask worker thread).
