@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from curator.registry import StageRegistry
-from curator.stage import GlobalStage, SourceStage, Stage, path_params
+from curator.stage import GlobalStage, SourceStage, Stage, nested_models, path_params
 from curator.storage import InputFile, expand_paths, file_fingerprint, is_remote, list_shards, read_listing, read_schema
 
 TOP_KEYS = {"name", "run_dir", "imports", "inputs", "stages", "outputs", "batch_rows"}
@@ -392,10 +392,7 @@ def _validate_stages(
         if not isinstance(params, dict):
             problems.add(path + ("with",), "must be a mapping of parameters")
             continue
-        for name in path_params(cls):
-            value = params.get(name)
-            if isinstance(value, str) and value and not os.path.isabs(value) and not is_remote(value):
-                params = {**params, name: os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))}
+        params = resolve_path_params(cls, params, base_dir)
         try:
             stage = cls(**params)
         except ValidationError as exc:
@@ -552,3 +549,17 @@ def _writable(path: str) -> bool:
             return False
         probe = parent
     return os.path.isdir(probe) and os.access(probe, os.W_OK | os.X_OK)
+
+
+def resolve_path_params(cls: type[BaseModel], params: dict[str, Any], base_dir: str) -> dict[str, Any]:
+    """``params`` with every relative :data:`~curator.stage.PathParam` resolved against ``base_dir``,
+    also inside nested settings (``llm: {model_path: ...}``)."""
+    out = dict(params)
+    for name in path_params(cls):
+        value = out.get(name)
+        if isinstance(value, str) and value and not os.path.isabs(value) and not is_remote(value):
+            out[name] = os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
+    for name, model_cls in nested_models(cls).items():
+        if isinstance(out.get(name), dict):
+            out[name] = resolve_path_params(model_cls, out[name], base_dir)
+    return out

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,9 +40,29 @@ the pipeline file's folder (like every other path there); from Python, against t
 directory."""
 
 
+def _is_path_annotation(annotation: Any) -> bool:
+    """Whether a type is :data:`PathParam`, optional or not."""
+    if any(isinstance(m, _PathMarker) for m in getattr(annotation, "__metadata__", ())):
+        return True
+    return any(_is_path_annotation(arg) for arg in get_args(annotation))
+
+
 def path_params(cls: type[BaseModel]) -> list[str]:
-    """Names of a stage class's parameters declared as :data:`PathParam`."""
-    return [name for name, info in cls.model_fields.items() if any(isinstance(m, _PathMarker) for m in info.metadata)]
+    """Names of a stage class's parameters declared as :data:`PathParam` (or ``PathParam | None``)."""
+    return [name for name, info in cls.model_fields.items()
+            if any(isinstance(m, _PathMarker) for m in info.metadata) or _is_path_annotation(info.annotation)]
+
+
+def nested_models(cls: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Parameters whose value is itself a pydantic model (e.g. ``llm:``), by name, with that model's class."""
+    out: dict[str, type[BaseModel]] = {}
+    for name, info in cls.model_fields.items():
+        candidates = [info.annotation, *get_args(info.annotation)]
+        for candidate in candidates:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                out[name] = candidate
+                break
+    return out
 
 
 DROP_REASON = "drop_reason"
