@@ -117,11 +117,21 @@ def _llm_section(stages: list[StageSummary]) -> str:
             f"{st.get('cache_hits', 0):,} answered from the cache; {st.get('successes', 0):,} answered, "
             f"failed: {failures}; retries: {retries}. Tokens in {st.get('tokens_in', 0):,}, out "
             f"{st.get('tokens_out', 0):,}. Latency p50 {_seconds(lat.get('p50'))} s, p90 {_seconds(lat.get('p90'))} s, "
-            f"p99 {_seconds(lat.get('p99'))} s.</p>"
+            f"p99 {_seconds(lat.get('p99'))} s.{_llm_scope(st)}</p>"
             + (f"<table><tr><th>task</th><th>segments</th><th>kept</th><th>rejected by reason</th></tr>{rows}</table>"
                if rows else "")
         )
     return "<h2>LLM requests</h2>" + "".join(parts) if parts else ""
+
+
+def _llm_scope(st: dict[str, Any]) -> str:
+    """What the stage chose not to send: documents no task took, segments over the per-document cap."""
+    notes = []
+    if st.get("docs_unrouted"):
+        notes.append(f"{st['docs_unrouted']:,} documents went to no task (their quality label is routed nowhere)")
+    if st.get("segments_skipped"):
+        notes.append(f"{st['segments_skipped']:,} segments were not sent (max_segments_per_document)")
+    return (" " + "; ".join(notes) + ".") if notes else ""
 
 
 def _human(n: float) -> str:

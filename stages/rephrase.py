@@ -12,6 +12,13 @@ single line longer than the room left by the instructions is cut at sentence end
 (``.``/``!``/``?`` followed by whitespace), sentences still too long at whitespace, and a word too
 long for the budget into halves by characters.
 
+Requests of a batch are sent grouped by task, so that an engine with a prefix cache evaluates each
+task's instructions once. ``max_segments_per_document`` sends only the first segments of each
+document (the rest are counted as ``segments_skipped``). With ``prefill_prefix`` (completions
+endpoint only) every prompt ends with the task's answer prefix on its own line, so a base model
+continues an answer already begun; the prefix is put back in front of the answer before the
+checks below.
+
 Post-processing of each answer, in order (the first failing check gives the drop reason):
 ``llm_failed:<kind>`` (the request failed after retries; kinds in
 :data:`curator.llm.ERROR_KINDS`), ``length_cap`` (the answer stopped at ``max_tokens``),
@@ -44,13 +51,14 @@ rejections by reason).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,13 +111,16 @@ def _split_long(piece: str) -> list[str]:
     return [piece[:half], piece[half:]] if half else [piece]
 
 
-def segment_document(text: str, spec: TaskSpec, counter: TokenCounter, budget: int | None = None) -> list[str]:
+def segment_document(text: str, spec: TaskSpec, counter: TokenCounter, budget: int | None = None,
+                     render: Callable[[str], str] | None = None) -> list[str]:
     """Split ``text`` on line boundaries into segments whose prompt fits ``budget`` tokens.
 
-    Segments are stripped of surrounding whitespace; empty ones are skipped.
+    ``render`` makes the prompt of a segment (default: the task's template). Segments are stripped
+    of surrounding whitespace; empty ones are skipped.
     """
     budget = budget or spec.budget
-    room = budget - counter.count(spec.prompt(""))
+    render = render or spec.prompt
+    room = budget - counter.count(render(""))
     if room < 1:
         raise ValueError(f"task {spec.name}: the prompt alone takes the whole budget of {budget} tokens")
     pieces = text.splitlines(keepends=True)
@@ -134,7 +145,7 @@ def segment_document(text: str, spec: TaskSpec, counter: TokenCounter, budget: i
         while True:
             # Token counts are not additive across piece boundaries: check the real prompt.
             segment = "".join(pieces[i:j]).strip()
-            if not segment or counter.count(spec.prompt(segment)) <= budget:
+            if not segment or counter.count(render(segment)) <= budget:
                 break
             if j - i > 1:
                 j -= 1
@@ -238,9 +249,9 @@ class Rephrase(GlobalStage):
     adds = tuple(OUTPUT_SCHEMA.names)
 
     llm: LLMConfig = Field(description="The model and how to reach it (backend, base_url, model, ...).")
-    tokenizer_path: PathParam = Field(description=(
-        "The model's tokenizer.json (or its folder), for the token budgets; in a pipeline file "
-        "relative to the file."))
+    tokenizer_path: PathParam | None = Field(None, description=(
+        "The model's tokenizer.json (or its folder, or a .gguf model) for the token budgets; in a "
+        "pipeline file relative to the file. Default with backend llama_cpp: the model file itself."))
     tasks: list[TaskName] = Field(default_factory=lambda: list(TASK_NAMES), min_length=1, description=(
         "Tasks to run: wikipedia, diverse_qa, distill, extract_knowledge, knowledge_list."))
     quality_column: str = Field("quality_label", description="Column holding each document's quality label.")
@@ -258,10 +269,20 @@ class Rephrase(GlobalStage):
     max_tokens: dict[TaskName, int] = Field(default_factory=dict, description=(
         "Per task, the answer's token cap (default: the task's budget). Answers that hit it are "
         "rejected as length_cap."))
+    max_segments_per_document: int | None = Field(None, ge=1, description=(
+        "Send only the first N segments of each document per task (trial runs, spending caps); "
+        "the segments left out are counted in the stats as segments_skipped. Default: all."))
+    stop: list[str] = Field(default_factory=list, description=(
+        "Stop sequences sent with every request (a base model that starts another example can be "
+        "cut off at, say, a new \"Passage:\" line)."))
     min_output_words: int = Field(10, ge=0, description="Answers with fewer words (prefix removed) are too_short.")
     qa_words_per_pair: int = Field(100, ge=1, description=(
         "diverse_qa: keep one shuffled pair per this many words of the segment (at least one)."))
     seed: int = Field(0, description="Seed of the diverse_qa shuffle.")
+    prefill_prefix: bool = Field(False, description=(
+        "completions endpoint only: end each prompt with the task's answer prefix, so the model "
+        "continues an answer already begun (what a base model needs to follow the format); the "
+        "prefix is put back in front of the answer before it is checked."))
     max_failed_fraction: float = Field(0.05, ge=0.0, le=1.0, description=(
         "A shard with a larger fraction of failed requests fails (and is retried on rerun) "
         "instead of dropping them as llm_failed:<kind>."))
@@ -271,6 +292,13 @@ class Rephrase(GlobalStage):
         for name, value in [*self.budgets.items(), *self.max_tokens.items()]:
             if value < 1:
                 raise ValueError(f"task {name}: budgets and max_tokens must be positive, not {value}")
+        if self.prefill_prefix and self.llm.endpoint != "completions":
+            raise ValueError("prefill_prefix needs llm.endpoint: completions (a chat answer cannot be prefilled)")
+        if self.tokenizer_path is None:
+            if self.llm.backend != "llama_cpp":
+                raise ValueError(f"tokenizer_path is required with backend {self.llm.backend} "
+                                 "(the model's tokenizer.json, for the token budgets)")
+            self.tokenizer_path = self.llm.model_path
         if self.tokenizer_path and not is_remote(self.tokenizer_path):
             path = os.path.abspath(os.path.expanduser(self.tokenizer_path))
             if not os.path.exists(path):
@@ -295,7 +323,7 @@ class Rephrase(GlobalStage):
     def sampling(self, task: TaskName) -> SamplingParams:
         """The sampling parameters of a task's requests."""
         return SamplingParams(temperature=self.temperature, top_p=self.top_p,
-                              max_tokens=self.max_tokens.get(task, self.budget(task)))
+                              max_tokens=self.max_tokens.get(task, self.budget(task)), stop=self.stop or None)
 
     def tasks_for(self, label: str | None) -> list[TaskName]:
         """The tasks a document with this quality label goes to (in the order of ``tasks``)."""
@@ -313,34 +341,52 @@ class Rephrase(GlobalStage):
 
     def token_counter(self) -> TokenCounter:
         """The tokenizer of the budgets; checks that every task's prompt leaves room for text."""
-        counter = TokenCounter(self.tokenizer_path)
+        counter = TokenCounter(self.tokenizer_path or "")
         for task in self.tasks:
-            overhead = counter.count(TASKS[task].prompt(""))
+            overhead = counter.count(self.prompt_text(task, ""))
             if overhead >= self.budget(task):
                 raise ValueError(f"stage {self.name}: task {task}: the prompt alone is {overhead} tokens, "
                                  f"not under its budget of {self.budget(task)}")
         return counter
 
     def plan(self, batch: pa.Table, counter: TokenCounter) -> tuple[list[Request], int]:
-        """The requests for a batch of documents, and how many documents no task took."""
+        """The requests for a batch of documents, and how many documents no task took.
+
+        Requests come grouped by task (in the order of ``tasks``): prompts of one task share their
+        instructions, which an engine with a prefix cache (llama.cpp, vLLM) then evaluates once.
+        """
+        requests, unrouted, _ = self.plan_counted(batch, counter)
+        return requests, unrouted
+
+    def plan_counted(self, batch: pa.Table, counter: TokenCounter) -> tuple[list[Request], int, int]:
+        """:meth:`plan`, and the number of segments left out by ``max_segments_per_document``."""
         ids = batch.column("id").cast(pa.string()).to_pylist()
         texts = batch.column(self.column).to_pylist()
         if self.quality_column in batch.column_names:
             labels = batch.column(self.quality_column).cast(pa.string()).to_pylist()
         else:
             labels = [None] * batch.num_rows
-        requests: list[Request] = []
-        unrouted = 0
+        by_task: dict[TaskName, list[Request]] = {task: [] for task in self.tasks}
+        unrouted = skipped = 0
         for doc_id, text, label in zip(ids, texts, labels):
             tasks = self.tasks_for(label)
             if not tasks or not text:
                 unrouted += 1
                 continue
             for task in tasks:
-                spec = TASKS[task]
-                for index, segment in enumerate(segment_document(text, spec, counter, self.budget(task))):
-                    requests.append(Request(doc_id, task, index, segment, spec.prompt(segment)))
-        return requests, unrouted
+                render = functools.partial(self.prompt_text, task)
+                segments = segment_document(text, TASKS[task], counter, self.budget(task), render)
+                if self.max_segments_per_document is not None:
+                    skipped += max(0, len(segments) - self.max_segments_per_document)
+                    segments = segments[:self.max_segments_per_document]
+                for index, segment in enumerate(segments):
+                    by_task[task].append(Request(doc_id, task, index, segment, render(segment)))
+        return [r for task in self.tasks for r in by_task[task]], unrouted, skipped
+
+    def prompt_text(self, task: TaskName, segment: str) -> str:
+        """The prompt text of a segment: the task's template, and its answer prefix when prefilled."""
+        text = TASKS[task].prompt(segment)
+        return f"{text}\n\n{TASKS[task].prefix}\n" if self.prefill_prefix else text
 
     def prompt(self, request: Request) -> Prompt:
         """The request as sent: a single user message (chat) or the text itself (completions)."""
@@ -353,9 +399,11 @@ class Rephrase(GlobalStage):
         if not result.ok:
             return None, f"llm_failed:{result.error_kind}"
         raw = result.text or ""
+        spec = TASKS[request.task]
+        if self.prefill_prefix:
+            raw = f"{spec.prefix} {raw.lstrip()}"
         if result.finish_reason == "length":
             return raw, "length_cap"
-        spec = TASKS[request.task]
         text = strip_markdown(raw, keep_bullets=spec.keep_bullets)
         if not text.lower().startswith(spec.prefix.lower()):
             return raw, "missing_prefix"
@@ -384,7 +432,7 @@ class Rephrase(GlobalStage):
             cols["source_id"].append(request.source_id)
             cols["task"].append(request.task)
             cols["segment_index"].append(request.segment_index)
-            cols["model"].append(self.llm.model)
+            cols["model"].append(self.llm.model_name)
             cols["sampling"].append(sampling[request.task])
             cols["prompt_tokens"].append(result.tokens_in)
             cols["completion_tokens"].append(result.tokens_out)
@@ -415,7 +463,7 @@ class Rephrase(GlobalStage):
         finally:
             # Also after a failed shard: the counts of the work done so far are worth reporting.
             write_json_atomic(join(ctx.plan.directory, LLM_STATS),
-                              merge_llm_stats(ctx.output_shards, stats_dir, ctx.stage_id, self.llm.model))
+                              merge_llm_stats(ctx.output_shards, stats_dir, ctx.stage_id, self.llm.model_name))
 
 
 def _stats_file(stats_dir: str, task: ShardTask) -> str:
@@ -427,13 +475,14 @@ def merge_llm_stats(tasks: list[ShardTask], stats_dir: str, stage_id: str, model
     merged = LLMStats()
     per_task: dict[str, dict[str, Any]] = {}
     shards = 0
-    unrouted = 0
+    unrouted = skipped = 0
     for task in tasks:
         record = read_json(_stats_file(stats_dir, task))
         if not isinstance(record, dict) or record.get("fingerprint") != task.fingerprint:
             continue
         shards += 1
         unrouted += int(record.get("docs_unrouted", 0))
+        skipped += int(record.get("segments_skipped", 0))
         merged.add(LLMStats.from_json(record["llm"]))
         for name, counts in record.get("tasks", {}).items():
             entry = per_task.setdefault(name, {"segments": 0, "kept": 0, "rejected": Counter()})
@@ -442,7 +491,7 @@ def merge_llm_stats(tasks: list[ShardTask], stats_dir: str, stage_id: str, model
             entry["rejected"].update(counts["rejected"])
     tasks_out = {name: {**e, "rejected": dict(sorted(e["rejected"].items()))} for name, e in sorted(per_task.items())}
     return {"stage": stage_id, "model": model, "shards": shards, "shards_total": len(tasks),
-            "docs_unrouted": unrouted, **merged.to_json(), "tasks": tasks_out}
+            "docs_unrouted": unrouted, "segments_skipped": skipped, **merged.to_json(), "tasks": tasks_out}
 
 
 def _output_shard(task: ShardTask, input_path: str, params: dict[str, Any], stage_id: str, cache_dir: str,
@@ -452,18 +501,19 @@ def _output_shard(task: ShardTask, input_path: str, params: dict[str, Any], stag
     counter = stage.token_counter()
     stats = ShardStats()
     per_task: dict[str, dict[str, Any]] = {}
-    totals = {"requests": 0, "failed": Counter(), "unrouted": 0}
+    totals = {"requests": 0, "failed": Counter(), "unrouted": 0, "skipped": 0}
     os.makedirs(cache_dir, exist_ok=True)
     cache = ResponseCache(os.path.join(cache_dir, f"{task.name}.sqlite"))
     client = LLMClient(stage.llm.build_backend(), cache=cache, concurrency=stage.llm.concurrency)
 
     def results() -> Iterator[tuple[pa.Table, pa.Table | None]]:
         for batch in read_batches(input_path, batch_rows):
-            requests, unrouted = stage.plan(batch, counter)
+            requests, unrouted, skipped = stage.plan_counted(batch, counter)
             answers = client.generate([(stage.prompt(r), stage.sampling(r.task)) for r in requests])
             res = split_counted(batch, stage.rows(requests, answers), stats)
             totals["requests"] += len(requests)
             totals["unrouted"] += unrouted
+            totals["skipped"] += skipped
             totals["failed"].update(a.error_kind for a in answers if not a.ok)
             for name in res.kept.column("task").to_pylist():
                 per_task.setdefault(name, {"segments": 0, "kept": 0, "rejected": Counter()})["kept"] += 1
@@ -488,5 +538,6 @@ def _output_shard(task: ShardTask, input_path: str, params: dict[str, Any], stag
         cache.close()
         write_json_atomic(_stats_file(stats_dir, task), {
             "fingerprint": task.fingerprint, "llm": client.stats.to_json(), "docs_unrouted": totals["unrouted"],
+            "segments_skipped": totals["skipped"],
             "tasks": {name: {**e, "rejected": dict(e["rejected"])} for name, e in per_task.items()},
         })
