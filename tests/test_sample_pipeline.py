@@ -27,7 +27,7 @@ def _reasons(run: Path, stage: str) -> dict[str, str]:
     return dict(zip(rejected.column("url").to_pylist(), rejected.column("drop_reason").to_pylist()))
 
 
-def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client, lid_model: Path) -> None:
+def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client, lid_model: Path, gguf_model: Path) -> None:
     run = tmp_path / "run"
     pipeline = load_pipeline(str(REPO / "pipelines" / "sample.yaml"), run_dir=str(run),
                              overrides=[f"stages.langid.with.model_path={lid_model}"])
@@ -76,8 +76,30 @@ def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client, lid_model: Path
     assert survivor["id"] < fuzzy_rejected[0]["id"] and fuzzy_rejected[0]["cluster_id"] == survivor["id"]
     assert docs.num_rows == 8
 
+    # The synthetic branch: the five tasks on every document, through the embedded llama.cpp model.
+    synth = read_dataset(run / "outputs" / "synthetic").to_pylist()
+    synth_rejected = pq.read_table(run / "synth" / "_rejected").to_pylist()
+    rows = synth + synth_rejected
+    tasks = {"wikipedia", "diverse_qa", "distill", "extract_knowledge", "knowledge_list"}
+    assert sorted((r["source_id"], r["task"]) for r in rows) == sorted(
+        (doc_id, task) for doc_id in docs.column("id").to_pylist() for task in tasks)
+    assert synth, "the base model kept nothing: the sample shows no output"
+    for row in rows:
+        assert row["id"] == f"{row['source_id']}/{row['task']}/0" and row["model"] == "gemma-3-270m-q4_k_m.gguf"
+        assert json.loads(row["sampling"]) == {"temperature": 0.5, "top_p": 0.9, "max_tokens": 64, "stop": ["\n\n"]}
+        assert row["prompt_tokens"] > 0
+    for row in synth:
+        assert row["text"] and not row["text"].startswith("Here ") and len(row["text"].split()) >= 10
+    assert {r["drop_reason"] for r in synth_rejected} <= {"length_cap", "too_short", "missing_prefix", "no_qa_pairs"}
+    llm = json.loads((run / "synth" / "_llm_stats.json").read_text())
+    assert llm["requests"] == len(rows) == 40 and llm["successes"] == 40 and llm["failures"] == {}
+    assert llm["segments_skipped"] > 0 and llm["tokens_out"] > 0
+    assert {t: c["segments"] for t, c in llm["tasks"].items()} == {t: 8 for t in tasks}
+    assert sum(c["kept"] for c in llm["tasks"].values()) == len(synth)
+
     html = Path(write_report(str(run))).read_text()
     assert html.count("<svg") == 3 and "Documents out of each stage" in html
     assert "fuzzy_dedup: clusters by size" in html and "1 clusters of near-duplicates holding 2 documents" in html
-    for stage in ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup"):
+    for stage in ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "synth"):
         assert f"<td>{stage}</td>" in html
+    assert "LLM requests" in html and "40 requests sent" in html and "(max_segments_per_document)" in html
