@@ -287,9 +287,9 @@ def test_vllm_sampling_params_are_translated(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_llm_config_checks_backend_fields(gguf_model: Path) -> None:
-    with pytest.raises(ValueError, match="n_ctx do\\(es\\) not apply to backend openai"):
+    with pytest.raises(ValueError, match="not used by backend openai: n_ctx \\(a setting of backend llama_cpp\\)"):
         LLMConfig(model="m", n_ctx=2048)
-    with pytest.raises(ValueError, match="base_url do\\(es\\) not apply to backend llama_cpp"):
+    with pytest.raises(ValueError, match="not used by backend llama_cpp: base_url \\(a setting of backend openai\\)"):
         LLMConfig(backend="llama_cpp", model_path=str(gguf_model), base_url="http://x")
     with pytest.raises(ValueError, match="needs model_path"):
         LLMConfig(backend="llama_cpp")

@@ -69,10 +69,11 @@ class LLMConfig(BaseModel):
     def _check_backend_fields(self) -> LLMConfig:
         fields = type(self).model_fields
         # A dumped and reloaded config sets every field: only values off their default are foreign.
-        foreign = [name for other, names in _BACKEND_FIELDS.items() if other != self.backend for name in names
+        foreign = [f"{name} (a setting of backend {other})" for other, names in _BACKEND_FIELDS.items()
+                   if other != self.backend for name in names
                    if getattr(self, name) != fields[name].get_default(call_default_factory=True)]
         if foreign:
-            raise ValueError(f"{', '.join(foreign)} do(es) not apply to backend {self.backend}")
+            raise ValueError(f"not used by backend {self.backend}: {', '.join(foreign)}")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend openai needs a base_url")
         if self.backend in ("openai", "vllm") and not self.model:
