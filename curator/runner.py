@@ -40,6 +40,8 @@ class StageOutcome:
     state: str = "pending"  # pending, running, complete, failed, blocked
     records: dict[int, dict[str, Any]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    global_running: bool = False
+    """A global stage's body is still running (it may write side files after its last shard)."""
 
 
 @dataclass
@@ -185,6 +187,7 @@ class PipelineRunner:
                 log.debug("global stage %s failed:\n%s", sid, traceback.format_exc())
             self._events.put(("global_done", sid, error))
 
+        self.outcomes[sid].global_running = True
         threading.Thread(target=body, name=f"curator-global-{sid}", daemon=True).start()
 
     # -- events ---------------------------------------------------------------------------------
@@ -214,6 +217,7 @@ class PipelineRunner:
             return
         elif kind == "global_done":
             error = event[2]
+            outcome.global_running = False
             if error is not None:
                 message = str(error) if isinstance(error, ShardError) else f"stage {sid}: {type(error).__name__}: {error}"
                 outcome.failures.append(message)
@@ -238,7 +242,9 @@ class PipelineRunner:
         plan = self.plans[sid]
         accounted = len(outcome.records) + len(outcome.failures)
         if plan.spec.kind == "global":
-            if len(outcome.records) < len(plan.shards):
+            # Complete only when the body returned too: it writes its side files (dedup summaries,
+            # LLM stats) after the last shard, and may still fail.
+            if len(outcome.records) < len(plan.shards) or outcome.global_running:
                 return
         elif accounted < len(plan.shards):
             return
