@@ -59,6 +59,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,20 +112,40 @@ def _split_long(piece: str) -> list[str]:
     return [piece[:half], piece[half:]] if half else [piece]
 
 
+@dataclass
+class DocumentLines:
+    """A document's lines (with their line ends) and their token counts: counted once per
+    document and shared by all of its tasks."""
+
+    pieces: list[str]
+    sizes: list[int]
+
+    @classmethod
+    def count(cls, text: str, counter: TokenCounter) -> DocumentLines:
+        """The lines of ``text``, counted with ``counter``."""
+        pieces = text.splitlines(keepends=True)
+        return cls(pieces, counter.count_many(pieces))
+
+
 def segment_document(text: str, spec: TaskSpec, counter: TokenCounter, budget: int | None = None,
-                     render: Callable[[str], str] | None = None) -> list[str]:
+                     render: Callable[[str], str] | None = None, *, lines: DocumentLines | None = None,
+                     overhead: int | None = None) -> list[str]:
     """Split ``text`` on line boundaries into segments whose prompt fits ``budget`` tokens.
 
-    ``render`` makes the prompt of a segment (default: the task's template). Segments are stripped
-    of surrounding whitespace; empty ones are skipped.
+    ``render`` makes the prompt of a segment (default: the task's template). ``lines`` (the
+    document's counted lines) and ``overhead`` (the tokens of ``render("")``) may be passed when
+    known, so that several tasks over one document count them once. Segments are stripped of
+    surrounding whitespace; empty ones are skipped.
     """
     budget = budget or spec.budget
     render = render or spec.prompt
-    room = budget - counter.count(render(""))
+    if overhead is None:
+        overhead = counter.count(render(""))
+    room = budget - overhead
     if room < 1:
         raise ValueError(f"task {spec.name}: the prompt alone takes the whole budget of {budget} tokens")
-    pieces = text.splitlines(keepends=True)
-    sizes = counter.count_many(pieces)
+    lines = lines or DocumentLines.count(text, counter)
+    pieces, sizes = list(lines.pieces), list(lines.sizes)
     # Lines over the room are cut into sentences (then words, then halves) until each piece fits.
     i = 0
     while i < len(pieces):
@@ -135,6 +156,33 @@ def segment_document(text: str, spec: TaskSpec, counter: TokenCounter, budget: i
                 sizes[i:i + 1] = counter.count_many(parts)
                 continue
         i += 1
+    # Pack greedily by the pieces' counts, then count every real prompt at once: counts are not
+    # additive across piece boundaries, and a segment found over the budget is packed again, piece
+    # by piece, with a count of each candidate.
+    ranges = []
+    i = 0
+    while i < len(pieces):
+        j, total = i, 0
+        while j < len(pieces) and (j == i or total + sizes[j] <= room):
+            total += sizes[j]
+            j += 1
+        ranges.append((i, j))
+        i = j
+    texts = ["".join(pieces[i:j]).strip() for i, j in ranges]
+    kept = [(r, t) for r, t in zip(ranges, texts) if t]
+    counts = counter.count_many([render(t) for _, t in kept])
+    segments: list[str] = []
+    for ((i, j), segment), count in zip(kept, counts):
+        if count <= budget:
+            segments.append(segment)
+        else:
+            segments.extend(_pack_exact(pieces[i:j], sizes[i:j], room, budget, render, counter, spec))
+    return segments
+
+
+def _pack_exact(pieces: list[str], sizes: list[int], room: int, budget: int, render: Callable[[str], str],
+                counter: TokenCounter, spec: TaskSpec) -> list[str]:
+    """Segments of ``pieces``, each checked with a count of its whole prompt before it is taken."""
     segments: list[str] = []
     i = 0
     while i < len(pieces):
@@ -143,7 +191,6 @@ def segment_document(text: str, spec: TaskSpec, counter: TokenCounter, budget: i
             total += sizes[j]
             j += 1
         while True:
-            # Token counts are not additive across piece boundaries: check the real prompt.
             segment = "".join(pieces[i:j]).strip()
             if not segment or counter.count(render(segment)) <= budget:
                 break
@@ -367,15 +414,19 @@ class Rephrase(GlobalStage):
         else:
             labels = [None] * batch.num_rows
         by_task: dict[TaskName, list[Request]] = {task: [] for task in self.tasks}
+        renders = {task: functools.partial(self.prompt_text, task) for task in self.tasks}
+        overheads = dict(zip(self.tasks, counter.count_many([renders[task]("") for task in self.tasks])))
         unrouted = skipped = 0
         for doc_id, text, label in zip(ids, texts, labels):
             tasks = self.tasks_for(label)
             if not tasks or not text:
                 unrouted += 1
                 continue
+            lines = DocumentLines.count(text, counter)
             for task in tasks:
-                render = functools.partial(self.prompt_text, task)
-                segments = segment_document(text, TASKS[task], counter, self.budget(task), render)
+                render = renders[task]
+                segments = segment_document(text, TASKS[task], counter, self.budget(task), render, lines=lines,
+                                            overhead=overheads[task])
                 if self.max_segments_per_document is not None:
                     skipped += max(0, len(segments) - self.max_segments_per_document)
                     segments = segments[:self.max_segments_per_document]
@@ -494,6 +545,32 @@ def merge_llm_stats(tasks: list[ShardTask], stats_dir: str, stage_id: str, model
             "docs_unrouted": unrouted, "segments_skipped": skipped, **merged.to_json(), "tasks": tasks_out}
 
 
+def _planned_chunks(stage: Rephrase, counter: TokenCounter, input_path: str,
+                    batch_rows: int) -> Iterator[tuple[pa.Table, tuple[list[Request], int, int]]]:
+    """The shard's documents in chunks, each with its plan; the next chunk is planned in a thread
+    while the caller sends the requests of this one, so the server does not wait for planning.
+
+    A chunk holds ``4 x concurrency`` documents (at least 32): enough requests to keep
+    ``concurrency`` in flight, few enough that the first requests go out soon.
+    """
+    chunk_rows = max(32, 4 * stage.llm.concurrency)
+
+    def chunks() -> Iterator[pa.Table]:
+        for batch in read_batches(input_path, batch_rows):
+            for start in range(0, batch.num_rows, chunk_rows):
+                yield batch.slice(start, chunk_rows)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="rephrase-plan") as pool:
+        pending: tuple[pa.Table, Future[tuple[list[Request], int, int]]] | None = None
+        for chunk in chunks():
+            planned = (chunk, pool.submit(stage.plan_counted, chunk, counter))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = planned
+        if pending is not None:
+            yield pending[0], pending[1].result()
+
+
 def _output_shard(task: ShardTask, input_path: str, params: dict[str, Any], stage_id: str, cache_dir: str,
                   stats_dir: str, batch_rows: int) -> dict[str, Any]:
     """One output shard: plan, send (through the shard's cache), post-process, write."""
@@ -507,8 +584,7 @@ def _output_shard(task: ShardTask, input_path: str, params: dict[str, Any], stag
     client = LLMClient(stage.llm.build_backend(), cache=cache, concurrency=stage.llm.concurrency)
 
     def results() -> Iterator[tuple[pa.Table, pa.Table | None]]:
-        for batch in read_batches(input_path, batch_rows):
-            requests, unrouted, skipped = stage.plan_counted(batch, counter)
+        for batch, (requests, unrouted, skipped) in _planned_chunks(stage, counter, input_path, batch_rows):
             answers = client.generate([(stage.prompt(r), stage.sampling(r.task)) for r in requests])
             res = split_counted(batch, stage.rows(requests, answers), stats)
             totals["requests"] += len(requests)

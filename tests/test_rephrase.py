@@ -154,6 +154,35 @@ def test_segments_fit_the_budget_and_keep_the_text(counter: TokenCounter, budget
         segment_document("text", spec, counter, 5)
 
 
+class _NewlineHungryCounter:
+    """Words plus 3 per line break inside the stripped text: joined lines cost more than their sum,
+    as tokens across a boundary can with a real tokenizer, so the greedy packing overshoots."""
+
+    calls = 0
+
+    def count(self, text: str) -> int:
+        self.calls += 1
+        stripped = text.strip()
+        return len(stripped.split()) + 3 * stripped.count("\n")
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        return [self.count(t) for t in texts]
+
+
+def test_segments_over_budget_after_packing_are_packed_again() -> None:
+    spec = TASKS["wikipedia"]
+    counter = _NewlineHungryCounter()
+    overhead = counter.count(spec.prompt(""))
+    budget = overhead + 40
+    text = "\n".join(f"line {i} has exactly six words" for i in range(30))
+    segments = segment_document(text, spec, counter, budget)  # type: ignore[arg-type]
+    assert all(counter.count(spec.prompt(s)) <= budget for s in segments)
+    assert "\n".join(segments).splitlines() == text.splitlines()
+    # Greedy packing by line counts would put 6 lines (36 words) in a segment; the newlines make
+    # that 36 + 15 tokens of text, so segments are cut shorter.
+    assert max(len(s.splitlines()) for s in segments) < 6
+
+
 def test_config_validation(tokenizer_file: Path, tmp_path: Path) -> None:
     llm = LLMConfig(model="m", base_url="http://127.0.0.1:1")
     assert llm.build_backend().model == "m"
