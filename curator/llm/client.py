@@ -197,8 +197,15 @@ class LLMClient:
         """The cache key of a request to this client's model."""
         return cache_key(self.backend.model, prompt, params)
 
-    async def agenerate(self, items: Sequence[tuple[Prompt, SamplingParams]]) -> list[LLMResult]:
-        """Results for ``items``, in order: answers, or failures with their error kind."""
+    async def agenerate(self, items: Sequence[tuple[Prompt, SamplingParams]],
+                        limiter: asyncio.Semaphore | None = None) -> list[LLMResult]:
+        """Results for ``items``, in order: answers, or failures with their error kind.
+
+        ``limiter`` bounds the requests in flight across overlapping calls that share it (each
+        call alone is bounded by ``concurrency``): a caller can start the next batch while the
+        last requests of this one are still out, without exceeding the bound. Batch backends
+        ignore it.
+        """
         keys = [self.key(prompt, params) for prompt, params in items]
         results: list[LLMResult | None] = [None] * len(items)
         hits = self.cache.get_many(keys) if self.cache is not None else {}
@@ -229,7 +236,7 @@ class LLMClient:
         if isinstance(self.backend, BatchBackend):
             await self._run_batches(self.backend, items, list(todo.items()), settle)
         else:
-            await self._run_workers(self.backend, items, list(todo.items()), settle)
+            await self._run_workers(self.backend, items, list(todo.items()), settle, limiter)
         if len(failed) > _FAILURES_LOGGED_PER_CALL:
             log.warning(
                 "%d of %d LLM requests in this batch failed (first %d logged above)",
@@ -241,8 +248,9 @@ class LLMClient:
         return answered
 
     async def _run_workers(self, backend: Backend, items: Sequence[tuple[Prompt, SamplingParams]],
-                           todo: list[tuple[str, list[int]]], settle: _Settle) -> None:
-        """Send one request at a time per worker, ``concurrency`` workers."""
+                           todo: list[tuple[str, list[int]]], settle: _Settle,
+                           limiter: asyncio.Semaphore | None) -> None:
+        """Send one request at a time per worker, ``concurrency`` workers (and a slot of ``limiter``)."""
         # A fixed pool of workers pulling from one iterator: the concurrency bound of a semaphore
         # without a task per request, so a batch of a million prompts costs no more than a small one.
         pending = iter(todo)
@@ -250,7 +258,12 @@ class LLMClient:
         async def worker() -> None:
             for key, indexes in pending:
                 prompt, params = items[indexes[0]]
-                settle(key, indexes, await backend.generate(prompt, params))
+                if limiter is None:
+                    result = await backend.generate(prompt, params)
+                else:
+                    async with limiter:
+                        result = await backend.generate(prompt, params)
+                settle(key, indexes, result)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(todo)))]
         try:
