@@ -17,6 +17,7 @@ of the ``generate`` call that answered a request (offline batching has no per-re
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -54,21 +55,25 @@ class VLLMBackend(BatchBackend):
 
     def engine(self) -> Any:
         """The ``vllm.LLM``, loaded once per process for this model and these arguments."""
+        return self._engine_and_lock()[0]
+
+    def _engine_and_lock(self) -> tuple[Any, threading.Lock]:
         key = ("vllm", self.model, tuple(sorted((k, repr(v)) for k, v in self.engine_args.items())))
-        return shared_engine(key, lambda: _import_vllm().LLM(model=self.model, **self.engine_args))
+        return shared_engine(key, lambda: (_import_vllm().LLM(model=self.model, **self.engine_args), threading.Lock()))
 
     def generate_batch(self, items: Sequence[tuple[Prompt, SamplingParams]]) -> list[LLMResult]:
         if not items:
             return []
         vllm = _import_vllm()
-        llm = self.engine()
+        llm, lock = self._engine_and_lock()
         results: list[LLMResult | None] = [None] * len(items)
         completion = [i for i, (prompt, _) in enumerate(items) if not prompt.is_chat]
         chat = [i for i, (prompt, _) in enumerate(items) if prompt.is_chat]
-        for indexes in (completion, chat):
-            if indexes:
-                for index, result in zip(indexes, self._answer(llm, vllm, [items[i] for i in indexes])):
-                    results[index] = result
+        with lock:  # calls from overlapping batches (or shard tasks) take turns: the engine is not thread-safe
+            for indexes in (completion, chat):
+                if indexes:
+                    for index, result in zip(indexes, self._answer(llm, vllm, [items[i] for i in indexes])):
+                        results[index] = result
         return [r for r in results if r is not None]
 
     def _answer(self, llm: Any, vllm: Any, items: list[tuple[Prompt, SamplingParams]]) -> list[LLMResult]:
