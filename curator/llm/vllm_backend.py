@@ -1,4 +1,4 @@
-"""vLLM in process (GPU nodes; install vLLM into the workers' environment yourself).
+"""vLLM in process (GPU nodes: the ``vllm`` extra, installed on CUDA workers only).
 
 vLLM schedules requests itself (continuous batching, paged KV cache), so this backend hands it
 whole batches: ``LLM.generate`` for completion prompts and ``LLM.chat`` (the model's own chat
@@ -33,8 +33,8 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:
-        raise ImportError(
-            "the vllm backend needs vLLM in the worker environment (pip install vllm, on a CUDA machine)") from exc
+        raise ImportError("the vllm backend needs vLLM in the worker environment "
+                          "(pip install 'curator[vllm]', on a CUDA machine)") from exc
     return vllm
 
 
