@@ -47,7 +47,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -68,6 +67,7 @@ if str(REPO) not in sys.path:
 from curator.llm import LLMClient, ResponseCache  # noqa: E402
 from stages.rephrase import Rephrase  # noqa: E402
 from stages.rephrase_prompts import TASK_NAMES, TASKS  # noqa: E402
+from tests.helpers.llama_server import LlamaServer  # noqa: E402
 
 log = logging.getLogger("llm_throughput")
 
@@ -165,58 +165,6 @@ class FakeServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-
-
-# ---------------------------------------------------------------------- the llama.cpp server process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LlamaServerProcess:
-    """``python -m llama_cpp.server`` on a free port; requests counted from its access log."""
-
-    def __init__(self, model: Path, n_ctx: int, n_threads: int, log_path: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads)],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
-        )
-        deadline = time.monotonic() + 180
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/v1/models", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"llama_cpp.server not ready after 180 s; see {log_path}")
-            time.sleep(0.5)
-
-    def completions_answered(self) -> int:
-        """POST /v1/completions answered with 200 so far (uvicorn's access log)."""
-        self._log.flush()
-        return len(re.findall(r'"POST /v1/completions HTTP/1.1" 200', self.log_path.read_text(errors="replace")))
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
 
 
 # ---------------------------------------------------------------------- documents and requests
@@ -507,7 +455,8 @@ def run_fake(args: argparse.Namespace, dask: Any, work: Path) -> tuple[list[Row]
 def run_llama(args: argparse.Namespace, dask: Any, work: Path) -> tuple[list[Row], dict[str, float]]:
     if not GGUF.is_file():
         raise SystemExit(f"{GGUF} not found: run scripts/fetch_llm_model.py (or use --server fake)")
-    server = LlamaServerProcess(GGUF, args.llama_n_ctx, args.llama_threads, work / "llama_server.log")
+    server = LlamaServer(GGUF, work / "llama_server.log",
+                         ["--n_ctx", str(args.llama_n_ctx), "--n_threads", str(args.llama_threads)])
     try:
         params = stage_params(server.url, GGUF.stem, GGUF, "completions", args.llama_concurrency,
                               args.llama_max_tokens)

@@ -4,12 +4,8 @@ module (vLLM itself needs CUDA, which CI machines do not have), and the backend 
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 import types
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,7 @@ from curator.llm.vllm_backend import VLLMBackend
 from curator.pipeline import PipelineError, load_pipeline
 from stages.rephrase import Rephrase
 from tests.helpers.counting_proxy import CountingProxy
+from tests.helpers.llama_server import LlamaServer
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=6)
 PROMPTS = [Prompt.completion(f"Question: what comes after {i}?\nAnswer: the number") for i in range(5)]
@@ -91,43 +88,13 @@ def test_llama_cpp_through_the_client_and_its_cache(gguf_model: Path, tmp_path: 
 # ---------------------------------------------------------------------- the real llama.cpp server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llama_server(gguf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` with the GGUF model on a free port (gemma chat format)."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_model), "--model_alias", "gemma-270m",
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--chat_format", "gemma"],
-            stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with LlamaServer(gguf_model, log, ["--model_alias", "gemma-270m", "--n_ctx", "1024", "--chat_format", "gemma"],
+                     ready_timeout_s=120) as server:
+        yield server.url
 
 
 def test_real_server_answers_and_a_rerun_sends_nothing(llama_server: str, gguf_model: Path, tmp_path: Path) -> None:
