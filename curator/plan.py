@@ -24,6 +24,8 @@ CONTAMINATION_REPORT = "_contamination.json"
 """A dedup.decontaminate stage's report (benchmark items found where), beside its shards."""
 LLM_STATS = "_llm_stats.json"
 """An LLM stage's merged request counts (requests, failures, tokens, latencies), beside its shards."""
+ENSEMBLE_SUMMARY = "_ensemble.json"
+"""A classify.ensemble stage's summary (thresholds, bucket histograms, label shares), beside its shards."""
 
 
 @dataclass(frozen=True)
