@@ -7,7 +7,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from curator.plan import CONTAMINATION_REPORT, DEDUP_SUMMARY, LLM_STATS, MANIFEST, STATS_DIR
+from curator.plan import CONTAMINATION_REPORT, DEDUP_SUMMARY, ENSEMBLE_SUMMARY, LLM_STATS, MANIFEST, STATS_DIR
 from curator.runner import RUN_RECORD
 from curator.stage import ShardStats
 from curator.storage import filesystem, join, read_json
@@ -27,6 +27,7 @@ class StageSummary:
     dedup: dict[str, Any] | None = None            # _fuzzy_dedup.json of a dedup.fuzzy stage
     contamination: dict[str, Any] | None = None    # _contamination.json of a dedup.decontaminate stage
     llm: dict[str, Any] | None = None              # _llm_stats.json of a stage that calls an LLM
+    ensemble: dict[str, Any] | None = None         # _ensemble.json of a classify.ensemble stage
 
 
 def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
@@ -54,7 +55,8 @@ def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
                 summary.shards_done += 1
                 summary.stats.add(ShardStats.from_json(record.get("stats", {})))
         summary.complete = manifest is not None and summary.shards_done >= summary.shards_total
-        for attr, side_file in (("dedup", DEDUP_SUMMARY), ("contamination", CONTAMINATION_REPORT), ("llm", LLM_STATS)):
+        for attr, side_file in (("dedup", DEDUP_SUMMARY), ("contamination", CONTAMINATION_REPORT), ("llm", LLM_STATS),
+                                ("ensemble", ENSEMBLE_SUMMARY)):
             record = read_json(join(stage_dir, side_file))
             setattr(summary, attr, record if isinstance(record, dict) else None)
         summaries.append(summary)
@@ -120,8 +122,22 @@ def _llm_section(stages: list[StageSummary]) -> str:
             f"p99 {_seconds(lat.get('p99'))} s.{_llm_scope(st)}</p>"
             + (f"<table><tr><th>task</th><th>segments</th><th>kept</th><th>rejected by reason</th></tr>{rows}</table>"
                if rows else "")
+            + _annotation_counts(st)
         )
     return "<h2>LLM requests</h2>" + "".join(parts) if parts else ""
+
+
+def _annotation_counts(st: dict[str, Any]) -> str:
+    """An annotation stage's answers by status, score and unparseable reason (absent for other stages)."""
+    if not st.get("statuses"):
+        return ""
+
+    def fmt(counts: dict[str, int]) -> str:
+        return ", ".join(f"{html.escape(str(k))}: {v:,}" for k, v in counts.items()) or "none"
+
+    return (f"<p>{st.get('documents', 0):,} documents annotated ({st.get('documents_truncated', 0):,} truncated). "
+            f"Status: {fmt(st['statuses'])}; scores: {fmt(st.get('scores', {}))}; "
+            f"unparseable: {fmt(st.get('unparseable_reasons', {}))}.</p>")
 
 
 def _llm_scope(st: dict[str, Any]) -> str:
@@ -132,6 +148,94 @@ def _llm_scope(st: dict[str, Any]) -> str:
     if st.get("segments_skipped"):
         notes.append(f"{st['segments_skipped']:,} segments were not sent (max_segments_per_document)")
     return (" " + "; ".join(notes) + ".") if notes else ""
+
+
+QUALITY_LABELS = ("high", "medium_high", "medium", "medium_low", "low")
+"""The ensemble's labels, best first (as classifiers.quality_labels defines them; curator imports no stage)."""
+
+
+def _thresholds_source(e: dict[str, Any], stage_id: str) -> str:
+    t = e.get("thresholds", {})
+    if t.get("source") == "loaded":
+        where = f"loaded from <code>{html.escape(str(t.get('loaded_from')))}</code>"
+    else:
+        where = f"calibrated on this data ({t.get('search_rounds', 0)} rounds of the distributed percentile search)"
+    tok = e.get("tokenizer") or {}
+    weight = html.escape(str(e.get("weight")))
+    if tok.get("kind") == "approximate":
+        weight += " (approximated: words and punctuation marks)"
+    elif tok.get("kind") == "tokenizer.json":
+        weight += f" (counted with <code>{html.escape(str(tok.get('path')))}</code>)"
+    return (f"<p>{e.get('documents', 0):,} documents, weighted by {weight}: {e.get('total_weight', 0):,} in all. "
+            f"Thresholds {where}; saved as <code>{html.escape(stage_id)}/_quality_thresholds.json</code>"
+            + (f" and <code>{html.escape(str(t['saved_to']))}</code>" if t.get("saved_to") else "") + ".</p>")
+
+
+def _ensemble_section(stages: list[StageSummary]) -> str:
+    parts = []
+    for s in stages:
+        e = s.ensemble
+        if not e:
+            continue
+        labels = e.get("labels", {})
+        present = [lb for lb in QUALITY_LABELS if lb in labels]
+        rows = "".join(
+            f"<tr><td>{label}</td><td>{labels[label]['buckets'][0]}-{labels[label]['buckets'][1]}</td>"
+            f"<td>{labels[label]['documents']:,}</td><td>{labels[label]['document_share']:.1%}</td>"
+            f"<td>{labels[label]['weight']:,}</td><td>{labels[label]['weight_share']:.1%}</td></tr>"
+            for label in present)
+        un = e.get("unscored", {})
+        rows += (f"<tr><td>no score</td><td>-</td><td>{un.get('documents', 0):,}</td>"
+                 f"<td>{un.get('document_share', 0.0):.1%}</td><td>{un.get('weight', 0):,}</td>"
+                 f"<td>{un.get('weight_share', 0.0):.1%}</td></tr>")
+        weight = html.escape(str(e.get("weight")))
+        parts.append(
+            f"<h3>{html.escape(s.stage_id)}</h3>{_thresholds_source(e, s.stage_id)}"
+            f"<table><tr><th>label</th><th>buckets</th><th>documents</th><th>share</th><th>{weight}</th>"
+            f"<th>share of {weight}</th></tr>{rows}</table>"
+            + funnel_svg(f"{s.stage_id}: quality labels ({e.get('weight')})", present,
+                         [labels[lb]["weight"] for lb in present], "#2a9d8f")
+            + columns_svg(f"{s.stage_id}: quality_bucket, the maximum over classifiers (documents)",
+                          e.get("quality_bucket", {}).get("documents", []), "#264653")
+        )
+        head = "".join(f"<th>p{p}</th>" for p in e.get("percentiles", []))
+        threshold_rows = []
+        for name, c in e.get("classifiers", {}).items():
+            parts.append(columns_svg(f"{s.stage_id}: {name} buckets (documents)",
+                                     c.get("buckets", {}).get("documents", []), "#8a5a44"))
+            cells = "".join(f"<td>{t:.4g}</td>" for t in c.get("thresholds", []))
+            threshold_rows.append(
+                f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(str(c.get('column')))}</code>"
+                f"{' (inverted)' if c.get('invert') else ''}</td><td>{c.get('documents', 0):,}</td>"
+                f"<td>{c.get('null_scores', 0):,}</td>{cells}</tr>")
+        parts.append(f"<table><tr><th>classifier</th><th>column</th><th>scored</th><th>null</th>{head}</tr>"
+                     f"{''.join(threshold_rows)}</table>")
+    return "<h2>Quality buckets</h2>" + "".join(parts) if parts else ""
+
+
+def columns_svg(title: str, values: list[int], color: str) -> str:
+    """A histogram as inline SVG: one vertical bar per value, labelled by its index (buckets 0-19)."""
+    width, height, left, top_pad, bottom = 760, 190, 10, 30, 36
+    slot = (width - 2 * left) / max(len(values), 1)
+    top = max(values) if values and max(values) > 0 else 1
+    plot_h = height - top_pad - bottom
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(title)}" class="plot">',
+        f'<text x="0" y="18" font-size="15" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for i, value in enumerate(values):
+        h = plot_h * value / top
+        x = left + i * slot
+        y = top_pad + plot_h - h
+        parts.append(f'<rect x="{x + 2:.1f}" y="{y:.1f}" width="{slot - 4:.1f}" height="{max(h, 1):.1f}" '
+                     f'fill="{color}"><title>{i}: {value:,}</title></rect>')
+        parts.append(f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 14}" font-size="12" '
+                     f'text-anchor="middle">{i}</text>')
+        parts.append(f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 28}" font-size="10" '
+                     f'text-anchor="middle" fill="#555">{_human(value)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def _human(n: float) -> str:
@@ -209,6 +313,7 @@ svg.plot {{ display: block; margin: 1em 0; }}
 </table>
 {_dedup_section(stages)}
 {_llm_section(stages)}
+{_ensemble_section(stages)}
 </body></html>
 """
 
