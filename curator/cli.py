@@ -1,4 +1,8 @@
-"""The ``curator`` command: run, validate, stages, report."""
+"""The ``curator`` command: run, validate, stages, report, and the commands packages add.
+
+Packages add commands through the ``curator.commands`` entry-point group (``curator train`` comes
+from ``classifiers``); they are imported only when named, so ``curator --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import json
 import logging
 import sys
 import typing
+
+from importlib.metadata import entry_points
 
 import click
 
@@ -31,7 +37,29 @@ def _load(pipeline_file: str, overrides: tuple[str, ...], run_dir: str | None, l
         sys.exit(EXIT_INVALID)
 
 
-@click.group()
+COMMANDS_GROUP = "curator.commands"
+
+
+class CuratorGroup(click.Group):
+    """The ``curator`` group: its own commands plus those of the ``curator.commands`` entry points."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(ep.name for ep in entry_points(group=COMMANDS_GROUP))})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        for ep in entry_points(group=COMMANDS_GROUP):
+            if ep.name == cmd_name:
+                loaded = ep.load()
+                if not isinstance(loaded, click.Command):
+                    raise click.ClickException(f"entry point {ep.value} ({COMMANDS_GROUP}) is not a click command")
+                return loaded
+        return None
+
+
+@click.group(cls=CuratorGroup)
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug and Dask's own logs).")
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
