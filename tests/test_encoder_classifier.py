@@ -28,7 +28,6 @@ from classifiers.encoder_stage import EncoderClassifier
 transformers = pytest.importorskip("transformers")  # a dev dependency: CI installs it
 
 REPO = Path(__file__).resolve().parents[1]
-MINILM = REPO / "models" / "all-minilm-l6-v2"
 ON_GPU = torch.cuda.is_available() and not os.environ.get("TRITON_INTERPRET")
 DEVICE = "cuda" if ON_GPU else "cpu"
 TOL = 1e-4
@@ -89,10 +88,8 @@ def test_tiny_deberta_v2_classes_match_transformers(tmp_path: Path, share_att_ke
 
 
 @pytest.fixture(scope="module")
-def minilm() -> Path:
-    if not (MINILM / "model.safetensors").is_file():
-        pytest.fail(f"{MINILM} missing: run `python scripts/fetch_encoder_model.py` (scripts/setup.sh does)")
-    return MINILM
+def minilm(encoder_model: Path) -> Path:
+    return encoder_model
 
 
 def _with_random_head(folder: Path, out: Path, outputs: int = 1, seed: int = 0) -> Path:

@@ -14,7 +14,8 @@ from curator.runner import PipelineRunner
 from tests.conftest import REPO, read_dataset
 
 STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "decontaminate",
-          "gopher_quality", "gopher_repetition", "c4", "fineweb")
+          "quality_fasttext", "quality_encoder", "quality", "gopher_quality", "gopher_repetition", "c4", "fineweb")
+LOWER_LABELS = ("low", "medium_low", "medium")
 
 
 def _run(tmp_path: Path, client, lid_model: Path, warc: Path, extra: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -32,8 +33,10 @@ def _run(tmp_path: Path, client, lid_model: Path, warc: Path, extra: tuple[str, 
 
 
 def test_on_the_real_crawl_excerpt(tmp_path: Path, shared_data: Path, dask_client, lid_model: Path,
-                                   gguf_model: Path) -> None:
-    totals = _run(tmp_path, dask_client, lid_model, shared_data / "warc" / "warcfile.warc.gz")
+                                   gguf_model: Path, quality_models: Path) -> None:
+    # Only the wikipedia task, which takes low documents: the one English page comes out high (below).
+    totals = _run(tmp_path, dask_client, lid_model, shared_data / "warc" / "warcfile.warc.gz",
+                  ("stages.synth.with.tasks=[wikipedia]",))
     assert totals["warc"]["docs_out"] == 16
     # Mostly Chinese pages: jusText (word-based) finds no main text in them; Russian and Dutch
     # pages are extracted and then dropped by language ID.
@@ -41,19 +44,24 @@ def test_on_the_real_crawl_excerpt(tmp_path: Path, shared_data: Path, dask_clien
     assert totals["langid"]["drops"]["lang_not_allowed"] >= 2
     langid_out = read_dataset(tmp_path / "run" / "langid")
     assert set(langid_out.column("lang").to_pylist()) == {"en"}
-    # The one English page is a company blurb without sentences: C4 drops it, and says why.
-    rejected = pq.read_table(next((tmp_path / "run" / "c4" / "_rejected").glob("part-*.parquet")))
-    assert rejected.column("drop_reason").to_pylist() == ["c4_too_few_sentences"]
+    # The one English page is the whole dataset, so it is every percentile of each classifier: bucket 19,
+    # label high. Heuristic filters apply only to the lower three labels, so C4 (which would drop this
+    # company blurb for too few sentences) lets it through, as the recipe wants for high-quality text.
+    quality = read_dataset(tmp_path / "run" / "quality").to_pylist()
+    assert [(r["quality_bucket"], r["quality_label"]) for r in quality] == [(19, "high")]
+    assert totals["c4"]["drops"] == {} and totals["fineweb"]["docs_out"] == 1
     page = Path(write_report(str(tmp_path / "run"))).read_text()
     for stage in STAGES:
         assert f"<td>{stage}</td>" in page
     assert "Deduplication and decontamination" in page and "<td>gsm8k</td>" in page
 
 
-def test_on_the_sample_warc(tmp_path: Path, dask_client, lid_model: Path, gguf_model: Path) -> None:
-    # No quality labels yet: send the unlabeled documents to one task, briefly, to run the branch.
-    synth = ("stages.synth.with.unlabeled_tasks=[wikipedia]", "stages.synth.with.max_segments_per_document=1",
-             "stages.synth.with.max_tokens={wikipedia: 16}")
+def test_on_the_sample_warc(tmp_path: Path, dask_client, lid_model: Path, gguf_model: Path,
+        quality_models: Path) -> None:
+    # Every label to one task, briefly, to run the branch.
+    synth = ("stages.synth.with.tasks=[wikipedia]",
+             "stages.synth.with.routes={wikipedia: [low, medium_low, medium, medium_high, high]}",
+             "stages.synth.with.max_segments_per_document=1", "stages.synth.with.max_tokens={wikipedia: 16}")
     totals = _run(tmp_path, dask_client, lid_model, REPO / "sample_data" / "sample.warc.gz", synth)
     docs = read_dataset(tmp_path / "run" / "outputs" / "documents")
     urls = set(docs.column("url").to_pylist())
@@ -64,6 +72,13 @@ def test_on_the_sample_warc(tmp_path: Path, dask_client, lid_model: Path, gguf_m
     assert totals["decode"]["drops"] == {"not_html": 2}
     assert totals["dedup"]["drops"] == {"exact_duplicate": 1}
     assert docs.num_rows == totals["fineweb"]["docs_out"]
+    # The filters judged only the documents of the lower three labels.
+    labels = dict(zip(read_dataset(tmp_path / "run" / "quality").column("id").to_pylist(),
+                      read_dataset(tmp_path / "run" / "quality").column("quality_label").to_pylist()))
+    for stage in ("gopher_quality", "gopher_repetition", "c4", "fineweb"):
+        rejected_dir = tmp_path / "run" / stage / "_rejected"
+        for row in (pq.read_table(rejected_dir).to_pylist() if rejected_dir.exists() else []):
+            assert labels[row["id"]] in LOWER_LABELS, (stage, row["id"], labels[row["id"]])
     llm = json.loads((tmp_path / "run" / "synth" / "_llm_stats.json").read_text())
     assert llm["requests"] == llm["successes"] == docs.num_rows and list(llm["tasks"]) == ["wikipedia"]
     synthetic = pq.read_table(tmp_path / "run" / "synth", columns=["source_id", "task"]).to_pylist()

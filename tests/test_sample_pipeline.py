@@ -27,7 +27,8 @@ def _reasons(run: Path, stage: str) -> dict[str, str]:
     return dict(zip(rejected.column("url").to_pylist(), rejected.column("drop_reason").to_pylist()))
 
 
-def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client, lid_model: Path, gguf_model: Path) -> None:
+def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client, lid_model: Path, gguf_model: Path,
+        quality_models: Path) -> None:
     run = tmp_path / "run"
     pipeline = load_pipeline(str(REPO / "pipelines" / "sample.yaml"), run_dir=str(run),
                              overrides=[f"stages.langid.with.model_path={lid_model}"])
@@ -98,8 +99,29 @@ def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client, lid_model: Path
     assert sum(c["kept"] for c in llm["tasks"].values()) == len(synth)
 
     html = Path(write_report(str(run))).read_text()
-    assert html.count("<svg") == 3 and "Documents out of each stage" in html
+    # Quality: two classifiers, each document bucketed 0-19 by each one's percentiles, the maximum labelled.
+    labels = docs.column("quality_label").to_pylist()
+    assert set(labels) <= {"high", "medium_high", "medium", "medium_low", "low"} and len(labels) == 8
+    assert docs.column("quality_bucket").to_pylist() == [
+        max(a, b) for a, b in zip(docs.column("fasttext_quality_bucket").to_pylist(),
+                                  docs.column("quality_minilm_bucket").to_pylist())]
+    thresholds = json.loads((run / "quality" / "_quality_thresholds.json").read_text())
+    assert thresholds["format"] == "curator.quality_thresholds" and len(thresholds["percentiles"]) == 19
+    assert html_has_quality(Path(write_report(str(run))).read_text(), labels)
+
+    html = Path(write_report(str(run))).read_text()
+    assert html.count("<svg") == 7 and "Documents out of each stage" in html
     assert "fuzzy_dedup: clusters by size" in html and "1 clusters of near-duplicates holding 2 documents" in html
-    for stage in ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "synth"):
+    for stage in ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "quality_fasttext",
+                  "quality_encoder", "quality", "synth"):
         assert f"<td>{stage}</td>" in html
     assert "LLM requests" in html and "40 requests sent" in html and "(max_segments_per_document)" in html
+
+
+def html_has_quality(html: str, labels: list[str]) -> bool:
+    """The report's quality section shows each label's document count and share."""
+    if "<h2>Quality buckets</h2>" not in html:
+        return False
+    return all(f"<tr><td>{label}</td>" in html
+               and f"<td>{labels.count(label)}</td><td>{labels.count(label) / 8:.1%}</td>" in html
+               for label in set(labels))

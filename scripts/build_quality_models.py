@@ -1,0 +1,105 @@
+"""Train the two small quality classifiers that the sample and Nemotron-CC pipeline files use.
+
+Model hubs are out of reach, so the runnable pipelines score documents with classifiers we train
+here, from real human labels: the HPLT v2 inspection set (../shared/data/quality/hplt-v2-inspection,
+4,770 web excerpts in 22 languages labelled porn / unnatural / wrong language). A document is
+``hq`` when none of the three applies, else ``lq``.
+
+- ``models/quality/fasttext_hplt.bin``: a DCLM-style fastText classifier (``curator train fasttext``),
+  with 200k hash buckets instead of DCLM's 2M so that it stays small (about 80 MB).
+- ``models/quality/minilm_hplt/``: all-MiniLM-L6-v2 (``scripts/fetch_encoder_model.py``) with a
+  regression head trained on the frozen encoder (``curator train encoder-head``), target 1 for hq, 0 for lq,
+  on a class-balanced subset of 1,000 excerpts cut to 128 tokens (about two minutes on two CPU cores).
+
+These stand in for Nemotron-CC's classifiers (two FineWeb-Edu-style regressors trained on LLM
+annotations, and DCLM's fastText); point the pipeline files at your own checkpoints for real runs.
+Running it again does nothing when both models are there.
+
+    python scripts/build_quality_models.py [--data ../shared/data/quality/hplt-v2-inspection]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "quality" / "hplt-v2-inspection"
+OUT = REPO / "models" / "quality"
+ENCODER = REPO / "models" / "all-minilm-l6-v2"
+
+log = logging.getLogger("curator.build_quality_models")
+
+
+def hplt_rows(data: Path) -> list[dict]:
+    """The inspection set as ``{text, label}`` rows (``hq`` or ``lq``)."""
+    path = data / "annotated_round1.jsonl.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (the HPLT inspection set of ../shared/data; pass --data)")
+    rows = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            bad = bool(r.get("porn")) or bool(r.get("unnatural")) or str(r.get("lang_correct")) == "0"
+            rows.append({"text": r["text"], "label": "lq" if bad else "hq"})
+    return rows
+
+
+def build(data: Path, out: Path = OUT, encoder: Path = ENCODER) -> None:
+    """Train whichever of the two models is missing."""
+    from classifiers.encoder_head import HeadTrainingSettings, train_encoder_head
+    from classifiers.fasttext_quality import FastTextParams, train_quality_classifier
+
+    rows = hplt_rows(data)
+    out.mkdir(parents=True, exist_ok=True)
+    fasttext_path = out / "fasttext_hplt.bin"
+    if not fasttext_path.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            labelled = Path(tmp) / "hplt.jsonl"
+            labelled.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            report = train_quality_classifier(
+                [labelled], fasttext_path, positive="hq", valid_fraction=0.2,
+                params=FastTextParams(bucket=200_000, epoch=5, lr=0.5))
+        log.info("wrote %s (held-out ROC AUC %s)", fasttext_path,
+                 report.validation.roc_auc if report.validation else None)
+    head_dir = out / "minilm_hplt"
+    if not (head_dir / "head.safetensors").is_file():
+        if not (encoder / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{encoder}: not found; run `python scripts/fetch_encoder_model.py` first")
+        rng = random.Random(0)
+        hq = [r for r in rows if r["label"] == "hq"]
+        lq = [r for r in rows if r["label"] == "lq"]
+        subset = rng.sample(hq, 500) + rng.sample(lq, 500)
+        rng.shuffle(subset)
+        report = train_encoder_head(encoder, [r["text"] for r in subset],
+                                    [1.0 if r["label"] == "hq" else 0.0 for r in subset], head_dir,
+                                    HeadTrainingSettings(problem_type="regression", epochs=300, valid_fraction=0.2),
+                                    max_length=128, device="cpu")
+        log.info("wrote %s (held out: %s)", head_dir, report["valid_metrics"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the HPLT inspection set's folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        build(args.data)
+    except FileNotFoundError as exc:
+        print(f"build_quality_models: error: {exc}", file=sys.stderr)
+        return 1
+    print(OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
