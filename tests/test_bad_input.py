@@ -34,7 +34,7 @@ def _hostile_warc(path: Path) -> None:
 
 
 def test_hostile_input_completes_and_counts_every_record(tmp_path: Path, shared_data: Path, dask_client,
-                                                         lid_model: Path, gguf_model: Path) -> None:
+                                                         lid_model: Path, gguf_model: Path, quality_models: Path) -> None:
     _hostile_warc(tmp_path / "hostile.warc.gz")
     inputs = [str(tmp_path / "hostile.warc.gz")] + sorted(
         str(p) for p in (shared_data / "warc").rglob("*") if p.is_file() and "LICENSE" not in p.name)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tests.conftest import REPO, cli_env, curator_cmd
 
-SAMPLE_STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "synth")
+SAMPLE_STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "quality_fasttext",
+                 "quality_encoder", "quality", "synth")
 
 
 def test_stages_lists_names_params_and_docs() -> None:
@@ -22,7 +23,8 @@ def test_stages_lists_names_params_and_docs() -> None:
     assert {p["name"] for p in warc["params"]} == {"max_body_mb", "batch_records"}
 
 
-def test_run_sample_then_rerun_then_report(tmp_path: Path, lid_model: Path, gguf_model: Path) -> None:
+def test_run_sample_then_rerun_then_report(tmp_path: Path, lid_model: Path, gguf_model: Path,
+                                          quality_models: Path) -> None:
     cmd = [*curator_cmd(), "run", str(REPO / "pipelines" / "sample.yaml"), "--workers", "2",
            "--run-dir", str(tmp_path / "run"), "--dashboard-address", ":0"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=600)
@@ -38,7 +40,8 @@ def test_run_sample_then_rerun_then_report(tmp_path: Path, lid_model: Path, gguf
                             env=cli_env(), timeout=120)
     assert report.returncode == 0
     page = Path(report.stdout.strip()).read_text()
-    assert "Funnel" in page and page.count("<svg") == 3  # two funnels, fuzzy_dedup's cluster sizes
+    # two funnels, fuzzy_dedup's cluster sizes, the quality labels and three 0-19 bucket histograms
+    assert "Funnel" in page and page.count("<svg") == 7 and "<h2>Quality buckets</h2>" in page
     for stage in SAMPLE_STAGES:
         assert f"<td>{stage}</td>" in page
 

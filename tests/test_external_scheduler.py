@@ -23,7 +23,8 @@ def _dask_cli() -> str:
 ONE_LLM_TASK = ("--set", "stages.synth.with.tasks=[wikipedia]")
 
 
-def test_scheduler_file_run_equals_local_cluster_run(tmp_path: Path, lid_model: Path, gguf_model: Path) -> None:
+def test_scheduler_file_run_equals_local_cluster_run(tmp_path: Path, lid_model: Path, gguf_model: Path,
+                                                    quality_models: Path) -> None:
     scheduler_file = tmp_path / "scheduler.json"
     procs = [subprocess.Popen([_dask_cli(), "scheduler", "--host", "127.0.0.1", "--port", "0",
                                "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],

@@ -45,7 +45,8 @@ def test_endpoint_example_runs_against_an_openai_compatible_server(
     assert headers and all(h == expected for h in headers)
 
 
-def test_nemotron_cc_synthetic_branch_follows_the_recipe(tmp_path: Path, lid_model: Path, gguf_model: Path) -> None:
+def test_nemotron_cc_synthetic_branch_follows_the_recipe(tmp_path: Path, lid_model: Path, gguf_model: Path,
+                                                          quality_models: Path) -> None:
     pipeline = load_pipeline(str(REPO / "pipelines" / "nemotron_cc.yaml"), run_dir=str(tmp_path / "run"),
                              overrides=[f"stages.langid.with.model_path={lid_model}"])
     synth = next(s for s in pipeline.stages if s.id == "synth")
