@@ -38,6 +38,7 @@ class HeadTrainingSettings:
     learning_rate: float = 1e-2
     weight_decay: float = 1e-4
     batch_size: int = 0                    # 0: full batch
+    pooling: str = "first_token"           # or "mean": the mean of the real tokens' final hidden states
     valid_fraction: float = 0.1
     seed: int = 0
 
@@ -142,7 +143,7 @@ def train_encoder_head(checkpoint: str | Path, texts: list[str], targets: list[A
     scorer = EncoderScorer(checkpoint, max_length=max_length, device=device, dtype=dtype, backend=backend)
     stats = ScoringStats()
     ids, truncated = scorer.tokenize(texts)
-    features = scorer.features(ids, stats)
+    features = scorer.features(ids, stats, pooling=settings.pooling)
     if settings.problem_type == "regression":
         y = torch.tensor([float(t) for t in targets], dtype=torch.float32)
         outputs, label_names = 1, []
@@ -170,8 +171,8 @@ def train_encoder_head(checkpoint: str | Path, texts: list[str], targets: list[A
 
     _copy_encoder(checkpoint, out_dir)
     save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(out_dir / HEAD_FILE))
-    meta = {"format": HEAD_FORMAT, "version": 1, "kind": "first_token", "problem_type": settings.problem_type,
-            "labels": label_names, "trained_from": str(checkpoint)}
+    meta = {"format": HEAD_FORMAT, "version": 1, "kind": "first_token", "pooling": settings.pooling,
+            "problem_type": settings.problem_type, "labels": label_names, "trained_from": str(checkpoint)}
     (out_dir / HEAD_META).write_text(json.dumps(meta, indent=1) + "\n")
     (out_dir / "head_training.json").write_text(json.dumps(report, indent=1) + "\n")
     log.info("head trained on %d documents: %s", len(train_rows), report["valid_metrics"])

@@ -176,13 +176,21 @@ class EncoderModel:
             flat = ops.add_layernorm(h, flat, w[f"{i}.ln2.w"], w[f"{i}.ln2.b"], c.layer_norm_eps)
         return flat.view(batch, length, c.hidden_size)
 
-    def first_token_features(self, ids: torch.Tensor, lengths: torch.Tensor,
-                             ops: TorchOps | TritonOps | None = None) -> torch.Tensor:
-        """The first token's final hidden state ``[B, hidden]`` in fp32 (what a ``first_token`` head reads)."""
-        return self.hidden_states(ids, lengths, ops)[:, 0].float()
+    def pooled_features(self, ids: torch.Tensor, lengths: torch.Tensor, ops: TorchOps | TritonOps | None = None,
+                        pooling: str | None = None) -> torch.Tensor:
+        """What the head reads ``[B, hidden]`` in fp32: the first token's final hidden state, or with
+        ``pooling="mean"`` the mean over the real tokens (sentence-transformers checkpoints are trained
+        that way). ``pooling`` defaults to the head's own."""
+        pooling = pooling or (self.head.pooling if self.head is not None else "first_token")
+        hidden = self.hidden_states(ids, lengths, ops)
+        if pooling == "first_token":
+            return hidden[:, 0].float()
+        lengths = lengths.to(hidden.device)
+        valid = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]).float()
+        return (hidden.float() * valid[..., None]).sum(1) / lengths.clamp_min(1)[:, None].float()
 
     def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
-        """The head's raw outputs (logits, or the regression value) ``[B, outputs]`` from first-token features."""
+        """The head's raw outputs (logits, or the regression value) ``[B, outputs]`` from pooled features."""
         h = self.head
         if h is None:
             raise CheckpointError(f"{self.source or 'checkpoint'}: no classification or regression head "
@@ -199,7 +207,7 @@ class EncoderModel:
     def classify(self, ids: torch.Tensor, lengths: torch.Tensor,
                  ops: TorchOps | TritonOps | None = None) -> torch.Tensor:
         """Head outputs ``[B, outputs]`` (fp32): regression values, or logits of a classifier."""
-        return self.head_outputs(self.first_token_features(ids, lengths, ops))
+        return self.head_outputs(self.pooled_features(ids, lengths, ops))
 
 
 def _head_activation(x: torch.Tensor, activation: str) -> torch.Tensor:

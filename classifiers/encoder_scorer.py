@@ -82,23 +82,26 @@ class EncoderScorer:
         encodings = self.tokenizer.encode_batch(texts)
         return [e.ids for e in encodings], sum(1 for e in encodings if e.overflowing)
 
-    def features(self, token_ids: list[list[int]], stats: ScoringStats | None = None) -> torch.Tensor:
-        """First-token features ``[N, hidden]`` (fp32, on the CPU) in the input order."""
-        return self._run(token_ids, stats, heads=False)
+    def features(self, token_ids: list[list[int]], stats: ScoringStats | None = None,
+                 pooling: str | None = None) -> torch.Tensor:
+        """Pooled features ``[N, hidden]`` (fp32, on the CPU) in the input order (``pooling``: see
+        :meth:`EncoderModel.pooled_features`)."""
+        return self._run(token_ids, stats, heads=False, pooling=pooling)
 
     def outputs(self, token_ids: list[list[int]], stats: ScoringStats | None = None) -> torch.Tensor:
         """Head outputs ``[N, outputs]`` (fp32, on the CPU) in the input order."""
         return self._run(token_ids, stats, heads=True)
 
     @torch.inference_mode()
-    def _run(self, token_ids: list[list[int]], stats: ScoringStats | None, heads: bool) -> torch.Tensor:
+    def _run(self, token_ids: list[list[int]], stats: ScoringStats | None, heads: bool,
+             pooling: str | None = None) -> torch.Tensor:
         start = time.perf_counter()
         n = len(token_ids)
         width = self.model.head.outputs if heads and self.model.head else self.model.config.hidden_size
         out = torch.empty((n, width), dtype=torch.float32)
         for batch in length_batches(token_ids, self.batch_tokens, self.max_batch_docs, self.pad_id):
             ids = batch.ids.to(self.device, non_blocking=True)
-            feats = self.model.first_token_features(ids, batch.lengths, self.ops)
+            feats = self.model.pooled_features(ids, batch.lengths, self.ops, pooling)
             result = self.model.head_outputs(feats) if heads else feats
             out[torch.as_tensor(batch.rows)] = result.float().cpu()
             if stats is not None:

@@ -7,7 +7,8 @@ quality classifier: ``model.*`` encoder and an ``fc`` head on the first token). 
 - ``pooler_tanh``: BERT's pooler (dense + tanh on the first token) then ``classifier``;
 - ``context_pooler``: DeBERTa's ContextPooler (dense + ``pooler_hidden_act``) then ``classifier``;
 - ``first_token``: one linear layer on the first token (``fc``, or ours: ``head.safetensors`` +
-  ``head.json``, written by ``curator train encoder-head``).
+  ``head.json``, written by ``curator train encoder-head``; ours may read the mean over the real
+  tokens instead, ``"pooling": "mean"``, the way sentence-transformers encoders are trained).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ HEAD_FILE = "head.safetensors"
 HEAD_META = "head.json"
 HEAD_FORMAT = "curator.encoder_head"
 PROBLEM_TYPES = ("regression", "single_label_classification")
+POOLINGS = ("first_token", "mean")
 
 
 @dataclass
@@ -37,6 +39,7 @@ class HeadWeights:
     pooler_bias: torch.Tensor | None = None
     labels: tuple[str, ...] = ()
     problem_type: str = "regression"
+    pooling: str = "first_token"                # or "mean" (heads of ours on sentence-transformers encoders)
 
     @property
     def outputs(self) -> int:
@@ -96,8 +99,12 @@ def _own_head(folder: Path) -> HeadWeights:
         raise CheckpointError(f"{folder / HEAD_FILE}: no 'weight' tensor")
     weight = tensors["weight"]
     labels = tuple(str(x) for x in meta.get("labels", []))
+    pooling = meta.get("pooling", "first_token")
+    if pooling not in POOLINGS:
+        raise CheckpointError(f"{meta_path}: pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
     return HeadWeights("first_token", weight, tensors.get("bias"), labels=labels,
-                       problem_type=_problem_type(meta.get("problem_type"), int(weight.shape[0]), str(meta_path)))
+                       problem_type=_problem_type(meta.get("problem_type"), int(weight.shape[0]), str(meta_path)),
+                       pooling=pooling)
 
 
 def load_checkpoint_tensors(folder: str | Path, family: str, labels: tuple[str, ...] = (),

@@ -105,11 +105,14 @@ def fasttext_command(inputs: tuple[Path, ...], output: Path, text_column: str, l
 @click.option("--epochs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-2, show_default=True)
 @click.option("--valid-fraction", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.1, show_default=True)
+@click.option("--pooling", type=click.Choice(["first_token", "mean"]), default="first_token", show_default=True,
+              help="What the head reads: the first token (BERT/FineWeb-Edu) or the mean of the tokens "
+                   "(sentence-transformers encoders such as all-MiniLM-L6-v2).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def encoder_head_command(inputs: tuple[Path, ...], encoder: Path, output: Path, text_column: str, label_column: str,
-                         problem: str, max_length: int, epochs: int, lr: float, valid_fraction: float, device: str,
-                         seed: int) -> None:
+                         problem: str, max_length: int, epochs: int, lr: float, valid_fraction: float, pooling: str,
+                         device: str, seed: int) -> None:
     """Train a linear head on a frozen encoder's first-token features (regression or classes).
 
     INPUTS are JSONL files (optionally .gz), Parquet files, or folders of them. Rows without text or
@@ -143,7 +146,7 @@ def encoder_head_command(inputs: tuple[Path, ...], encoder: Path, output: Path, 
         raise click.ClickException(f"only {len(texts)} usable rows (skipped: {dict(skipped)})")
     settings = HeadTrainingSettings(problem_type="regression" if problem == "regression"
                                     else "single_label_classification", epochs=epochs, learning_rate=lr,
-                                    valid_fraction=valid_fraction, seed=seed)
+                                    valid_fraction=valid_fraction, seed=seed, pooling=pooling)
     try:
         report = train_encoder_head(encoder, texts, targets, output, settings, max_length=max_length, device=device)
     except (CheckpointError, ValueError, OSError) as exc:

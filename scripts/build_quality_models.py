@@ -8,7 +8,8 @@ here, from real human labels: the HPLT v2 inspection set (../shared/data/quality
 - ``models/quality/fasttext_hplt.bin``: a DCLM-style fastText classifier (``curator train fasttext``),
   with 200k hash buckets instead of DCLM's 2M so that it stays small (about 80 MB).
 - ``models/quality/minilm_hplt/``: all-MiniLM-L6-v2 (``scripts/fetch_encoder_model.py``) with a
-  regression head trained on the frozen encoder (``curator train encoder-head``), target 1 for hq, 0 for lq,
+  regression head on the mean of its token states (how this sentence-transformers encoder was trained),
+  fitted on the frozen encoder (``curator train encoder-head``), target 1 for hq, 0 for lq,
   on a class-balanced subset of 1,000 excerpts cut to 128 tokens (about two minutes on two CPU cores).
 
 These stand in for Nemotron-CC's classifiers (two FineWeb-Edu-style regressors trained on LLM
@@ -53,6 +54,15 @@ def hplt_rows(data: Path) -> list[dict]:
     return rows
 
 
+def _head_is_current(head_dir: Path) -> bool:
+    """Whether ``head_dir`` holds the head this script trains now (mean pooling; earlier ones read the first token)."""
+    try:
+        meta = json.loads((head_dir / "head.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (head_dir / "head.safetensors").is_file() and meta.get("pooling") == "mean"
+
+
 def build(data: Path, out: Path = OUT, encoder: Path = ENCODER) -> None:
     """Train whichever of the two models is missing."""
     from classifiers.encoder_head import HeadTrainingSettings, train_encoder_head
@@ -71,7 +81,7 @@ def build(data: Path, out: Path = OUT, encoder: Path = ENCODER) -> None:
         log.info("wrote %s (held-out ROC AUC %s)", fasttext_path,
                  report.validation.roc_auc if report.validation else None)
     head_dir = out / "minilm_hplt"
-    if not (head_dir / "head.safetensors").is_file():
+    if not _head_is_current(head_dir):
         if not (encoder / "model.safetensors").is_file():
             raise FileNotFoundError(f"{encoder}: not found; run `python scripts/fetch_encoder_model.py` first")
         rng = random.Random(0)
@@ -81,7 +91,8 @@ def build(data: Path, out: Path = OUT, encoder: Path = ENCODER) -> None:
         rng.shuffle(subset)
         report = train_encoder_head(encoder, [r["text"] for r in subset],
                                     [1.0 if r["label"] == "hq" else 0.0 for r in subset], head_dir,
-                                    HeadTrainingSettings(problem_type="regression", epochs=300, valid_fraction=0.2),
+                                    HeadTrainingSettings(problem_type="regression", epochs=300, valid_fraction=0.2,
+                                                         pooling="mean"),
                                     max_length=128, device="cpu")
         log.info("wrote %s (held out: %s)", head_dir, report["valid_metrics"])
 

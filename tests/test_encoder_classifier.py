@@ -125,9 +125,13 @@ def test_real_bert_checkpoint_with_random_head_matches_transformers(minilm: Path
 
     h = load_file(str(folder / "head.safetensors"))
     with torch.no_grad():
-        ref = hf(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0] @ h["weight"].t() + h["bias"]
+        last = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+    ref = last[:, 0] @ h["weight"].t() + h["bias"]
     ours = EncoderModel.from_folder(folder)
     assert (ours.classify(ids, lens, make_ops("torch")) - ref).abs().max().item() <= TOL
+    # Mean pooling over the real tokens, as sentence-transformers pools this checkpoint.
+    mean_ref = (last * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    assert (ours.pooled_features(ids, lens, make_ops("torch"), "mean") - mean_ref).abs().max().item() <= TOL
     ours.to(DEVICE, torch.float32)
     out = ours.classify(ids.to(DEVICE), lens.to(DEVICE), make_ops("triton")).cpu()
     assert (out - ref).abs().max().item() <= KERNEL_TOL
