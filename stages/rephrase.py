@@ -51,16 +51,13 @@ rejections by reason).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
 import os
-import queue
 import random
 import re
-import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,6 +69,7 @@ from pydantic import Field, model_validator
 from curator.global_run import GlobalRun
 from curator.llm import LLMClient, LLMResult, LLMStats, Prompt, ResponseCache, SamplingParams
 from curator.llm.config import LLMConfig, TokenCounter
+from curator.llm.streaming import answered_chunks
 from curator.plan import LLM_STATS, ShardTask
 from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, split_counted
 from curator.storage import is_remote, join, read_batches, read_json, write_json_atomic
@@ -580,71 +578,20 @@ _Answered = tuple[pa.Table, list[Request], list[LLMResult], int, int]
 def _answered_chunks(stage: Rephrase, client: LLMClient, counter: TokenCounter, input_path: str,
                      batch_rows: int) -> Iterator[_Answered]:
     """Chunks of the shard with their requests and answers: ``(chunk, requests, answers, unrouted,
-    skipped)``, in order.
+    skipped)``, in order, streamed through :func:`curator.llm.streaming.answered_chunks` (chunk k+1's
+    requests start while the last ones of chunk k are out, under one bound of ``concurrency``)."""
 
-    An event loop in a thread keeps the server busy across chunks: chunk k+1's requests start as
-    soon as it is planned and share one bound of ``concurrency`` requests in flight with the last
-    requests of chunk k, so the number in flight does not drop to zero between chunks. At most two
-    chunks are in flight and two answered chunks wait for the caller.
-    """
-    out: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    async def pump() -> None:
-        limiter = asyncio.Semaphore(stage.llm.concurrency)
-        chunks = _planned_chunks(stage, counter, input_path, batch_rows)
-        in_flight: deque[tuple[pa.Table, list[Request], int, int, asyncio.Task[list[LLMResult]]]] = deque()
-
-        async def hand_over() -> None:
-            chunk, requests, unrouted, skipped, answering = in_flight.popleft()
-            answers = await answering
-            await asyncio.to_thread(out.put, ("chunk", (chunk, requests, answers, unrouted, skipped)))
-
+    def prompts() -> Iterator[tuple[tuple[pa.Table, list[Request], int, int], list[tuple[Prompt, SamplingParams]]]]:
+        planned = _planned_chunks(stage, counter, input_path, batch_rows)
         try:
-            while not stop.is_set():
-                item = await asyncio.to_thread(next, chunks, None)
-                if item is None:
-                    break
-                chunk, (requests, unrouted, skipped) = item
+            for chunk, (requests, unrouted, skipped) in planned:
                 items = [(stage.prompt(r), stage.sampling(r.task)) for r in requests]
-                in_flight.append((chunk, requests, unrouted, skipped,
-                                  asyncio.create_task(client.agenerate(items, limiter))))
-                if len(in_flight) > 1:  # the next chunk is on its way: hand this one over when answered
-                    await hand_over()
-            while in_flight and not stop.is_set():
-                await hand_over()
+                yield (chunk, requests, unrouted, skipped), items
         finally:
-            for *_, answering in in_flight:
-                answering.cancel()
-            await asyncio.gather(*(entry[-1] for entry in in_flight), return_exceptions=True)
-            await asyncio.to_thread(chunks.close)
-            await client.aclose()
+            planned.close()
 
-    def run() -> None:
-        try:
-            asyncio.run(pump())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            out.put(("error", exc))
-        else:
-            out.put(("done", None))
-
-    thread = threading.Thread(target=run, name="rephrase-requests", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = out.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        while thread.is_alive():  # let a pump blocked on a full queue finish
-            try:
-                out.get(timeout=0.1)
-            except queue.Empty:
-                pass
+    for (chunk, requests, unrouted, skipped), answers in answered_chunks(client, prompts(), stage.llm.concurrency):
+        yield chunk, requests, answers, unrouted, skipped
 
 
 def _output_shard(task: ShardTask, input_path: str, params: dict[str, Any], stage_id: str, cache_dir: str,
