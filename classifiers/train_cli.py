@@ -113,7 +113,7 @@ def fasttext_command(inputs: tuple[Path, ...], output: Path, text_column: str, l
 def encoder_head_command(inputs: tuple[Path, ...], encoder: Path, output: Path, text_column: str, label_column: str,
                          problem: str, max_length: int, epochs: int, lr: float, valid_fraction: float, pooling: str,
                          device: str, seed: int) -> None:
-    """Train a linear head on a frozen encoder's first-token features (regression or classes).
+    """Train a linear head on a frozen encoder's pooled features (regression or classes).
 
     INPUTS are JSONL files (optionally .gz), Parquet files, or folders of them. Rows without text or
     without a target (a null edu_score of an unparseable annotation, say) are skipped and counted.
