@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+import transformers  # the reference (a dev dependency)
 from safetensors.torch import save_file
 
 from classifiers.encoder_batches import length_batches, padding_fraction
@@ -25,7 +26,6 @@ from classifiers.encoder_model import EncoderModel
 from classifiers.encoder_ops import make_ops
 from classifiers.encoder_stage import EncoderClassifier
 
-transformers = pytest.importorskip("transformers")  # a dev dependency: CI installs it
 
 REPO = Path(__file__).resolve().parents[1]
 ON_GPU = torch.cuda.is_available() and not os.environ.get("TRITON_INTERPRET")

@@ -7,7 +7,6 @@ tests), with the looser tolerances documented in tests/helpers/kernel_checks.py.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Iterator
 
@@ -21,7 +20,6 @@ import kernels.attention  # noqa: E402
 from kernels.attention import attention, attention_reference  # noqa: E402
 from kernels.relative_position import log_bucket_position, relative_index_tables  # noqa: E402
 
-HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 pytestmark = pytest.mark.usefixtures("single_gpu_config")
 
 
@@ -154,7 +152,6 @@ def test_relative_index_tables_shape_and_range() -> None:
     assert raw_c2p.tolist() == [max(0, min(7, d + 4)) for d in range(-9, 10)]
 
 
-@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed")
 @pytest.mark.parametrize(("bucket_size", "max_position"), [(256, 512), (8, 32), (32, 100)])
 def test_log_bucket_position_is_transformers(bucket_size: int, max_position: int) -> None:
     from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
@@ -164,7 +161,6 @@ def test_log_bucket_position_is_transformers(bucket_size: int, max_position: int
                        make_log_bucket_position(distances, bucket_size, max_position))
 
 
-@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed")
 @pytest.mark.parametrize(("pos_att_type", "share_att_key", "position_buckets", "max_relative_positions"), [
     (["p2c", "c2p"], True, 8, 32),     # the deberta-v3 form (shared keys, log buckets)
     (["c2p", "p2c"], False, 8, 32),    # separate pos_key_proj / pos_query_proj
