@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tests.helpers.kernel_checks import (ON_GPU, DEVICE, DTYPES, assert_matches, only_configs,  # before kernels
-                                         poisoned, randn)
+from tests.helpers.kernel_checks import (ON_GPU, DEVICE, DTYPES, TILE_DTYPE, assert_matches,  # before kernels
+                                         gpu_tile_config, only_configs, poisoned, randn)
 
 import kernels.attention  # noqa: E402
 from kernels.attention import attention, attention_reference  # noqa: E402
@@ -223,16 +223,15 @@ def deberta_case(dtype: torch.dtype) -> tuple[list[torch.Tensor | None], list[in
     return [q, k, v, lens, c2p, p2c, c2p_index, p2c_index], lengths
 
 
-@pytest.mark.skipif(not ON_GPU, reason="the GPU tile configs run only on a CUDA GPU")
 @pytest.mark.parametrize("config", kernels.attention.GPU_CONFIGS, ids=str)
 @pytest.mark.parametrize("relative", [False, True])
 def test_each_gpu_config_matches_reference(config: object, relative: bool) -> None:
-    (q, k, v, lens, c2p, p2c, c2p_index, p2c_index), lengths = deberta_case(torch.bfloat16)
+    (q, k, v, lens, c2p, p2c, c2p_index, p2c_index), lengths = deberta_case(TILE_DTYPE)
     if not relative:
         c2p = p2c = c2p_index = p2c_index = None
     scale = 1 / math.sqrt(q.shape[-1] * 3)
     ref = attention_reference(*as_fp32(q, k, v), lens, scale, *as_fp32(c2p, p2c), c2p_index, p2c_index)
-    with only_configs(kernels.attention.autotuner, [config]):
+    with gpu_tile_config(kernels.attention, config):
         out = poisoned(tuple(q.shape), q.dtype)
         attention(q, k, v, lens, scale, c2p, p2c, c2p_index, p2c_index, out=out)
     check_output(out, ref, lengths, f"config {config}, relative={relative}")

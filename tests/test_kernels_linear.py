@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tests.helpers.kernel_checks import DTYPES, ON_GPU, assert_matches, only_configs, poisoned, randn  # first
+from tests.helpers.kernel_checks import (DTYPES, ON_GPU, TILE_DTYPE, assert_matches, gpu_tile_config,  # first
+                                         only_configs, poisoned, randn)
 
 import kernels.linear  # noqa: E402
 from kernels.linear import linear, linear_reference  # noqa: E402
@@ -99,13 +100,12 @@ def test_linear_rejects_bad_arguments() -> None:
     assert linear(randn(0, 16), weight).shape == (0, 8)
 
 
-@pytest.mark.skipif(not ON_GPU, reason="the GPU tile configs run only on a CUDA GPU")
 @pytest.mark.parametrize("config", kernels.linear.GPU_CONFIGS, ids=str)
 @pytest.mark.parametrize("activation", [None, "gelu"])
 def test_each_gpu_config_matches_reference(config: object, activation: str | None) -> None:
-    with only_configs(kernels.linear.autotuner, [config]):
-        check_linear((2, 300), 768, 1000, activation, torch.bfloat16)  # ragged M and N, whole K tiles
-        check_linear((129,), 100, 2304, activation, torch.bfloat16)    # a ragged last K tile
+    with gpu_tile_config(kernels.linear, config):
+        check_linear((2, 300), 768, 1000, activation, TILE_DTYPE)  # ragged M and N, whole K tiles
+        check_linear((129,), 100, 2304, activation, TILE_DTYPE)    # a ragged last K tile
 
 
 @pytest.mark.skipif(not ON_GPU, reason="autotuning runs only on a CUDA GPU")

@@ -28,6 +28,8 @@ DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = [torch.float32, torch.bfloat16, torch.float16] if ON_GPU else [torch.float32]
 FP32_MAX_ABS = 1e-4
 LOW_PRECISION = {torch.bfloat16: (1e-2, 5e-2), torch.float16: (3e-3, 1e-2)}  # (relative norm, max abs scale)
+TILE_DTYPE = torch.bfloat16 if ON_GPU else torch.float32
+"""The dtype the per-config tests run in: the GPU configs' own, or fp32 under the interpreter."""
 
 
 def poisoned(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -70,3 +72,26 @@ def only_configs(tuner: Any, configs: list[Any]) -> Iterator[None]:
         yield
     finally:
         tuner.configs = saved
+
+
+@contextmanager
+def gpu_tile_config(module: Any, config: Any) -> Iterator[None]:
+    """Run ``module``'s kernel with one of its GPU tile configs inside the block.
+
+    On a GPU the autotuner is narrowed to it. Under the interpreter (no GPU, as in CI) the config's block
+    sizes replace the interpreter's own (warps and stages mean nothing there), so the tiling and masks of
+    every GPU config are checked on the CPU too, in fp32.
+    """
+    if module.autotuner is not None:
+        with only_configs(module.autotuner, [config]):
+            yield
+        return
+    names = [n for n in ("_INTERPRETER_META", "_INTERPRETER_LARGE_META") if hasattr(module, n)]
+    saved = {n: getattr(module, n) for n in names}
+    for n in names:
+        setattr(module, n, {**saved[n], **config.kwargs})
+    try:
+        yield
+    finally:
+        for n, meta in saved.items():
+            setattr(module, n, meta)
