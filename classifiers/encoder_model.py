@@ -85,7 +85,7 @@ class EncoderModel:
         return w
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> EncoderModel:
-        """Move the weights (LayerNorm and head kept in fp32 where precision matters little in cost)."""
+        """Move the encoder's weights to ``device`` in ``dtype``; the small head stays in fp32."""
         self.device, self.dtype = torch.device(device), dtype
         self._w = {k: v.to(self.device, dtype) for k, v in self._w.items()}
         if self.head is not None:

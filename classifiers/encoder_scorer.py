@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,6 @@ class ScoringStats:
     batches: int = 0
     seconds: float = 0.0
     truncated: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class EncoderScorer:
