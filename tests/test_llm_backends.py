@@ -4,6 +4,7 @@ module (vLLM itself needs CUDA, which CI machines do not have), and the backend 
 
 from __future__ import annotations
 
+import logging
 import sys
 import types
 from collections.abc import Iterator
@@ -55,6 +56,20 @@ def test_llama_cpp_engine_is_shared_per_process_and_settings(gguf_model: Path) -
     a, b = LlamaCppBackend(gguf_model, n_ctx=512), LlamaCppBackend(gguf_model, n_ctx=512)
     assert a.engine() is b.engine()
     assert LlamaCppBackend(gguf_model, n_ctx=256).engine() is not a.engine()
+
+
+def test_llama_cpp_logs_go_to_python_logging_not_stderr(gguf_model: Path, capfd: pytest.CaptureFixture[str],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # A Dask worker shares stderr with the progress lines of `curator run`; llama.cpp must not write there.
+    capfd.readouterr()
+    with caplog.at_level(logging.DEBUG, logger="curator.llm.llama_cpp"):
+        LlamaCppBackend(gguf_model, n_ctx=512).engine()
+        TokenCounter(gguf_model).count("a vocabulary-only load logs too")
+    assert capfd.readouterr().err == ""
+    messages = [r.getMessage() for r in caplog.records if r.name == "curator.llm.llama_cpp"]
+    assert any(m.startswith("llama_model_loader: loaded meta data") for m in messages)
+    assert all("\n" not in m and m.strip() for m in messages)  # whole lines, one record each
+    assert any("SWA cache" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
 
 
 def test_llama_cpp_failures_are_results_not_exceptions(gguf_model: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from curator.llm.backend import Backend
 from curator.llm.engines import shared_engine
+from curator.llm.llama_cpp_log import route_llama_cpp_log
 from curator.llm.requests import LLMResult, Prompt, SamplingParams
 
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
@@ -36,6 +37,7 @@ def _import_llama() -> Any:
         raise ImportError(
             "the llama_cpp backend needs llama-cpp-python: pip install 'curator[llm]' "
             "(scripts/setup.sh installs it)") from exc
+    route_llama_cpp_log()
     return Llama
 
 
