@@ -555,10 +555,15 @@ def resolve_path_params(cls: type[BaseModel], params: dict[str, Any], base_dir: 
     """``params`` with every relative :data:`~curator.stage.PathParam` resolved against ``base_dir``,
     also inside nested settings (``llm: {model_path: ...}``)."""
     out = dict(params)
-    for name in path_params(cls):
-        value = out.get(name)
+    def resolved(value: Any) -> Any:
         if isinstance(value, str) and value and not os.path.isabs(value) and not is_remote(value):
-            out[name] = os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
+            return os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
+        return value
+
+    for name in path_params(cls):
+        if name in out:
+            value = out[name]
+            out[name] = [resolved(v) for v in value] if isinstance(value, list) else resolved(value)
     for name, model_cls in nested_models(cls).items():
         if isinstance(out.get(name), dict):
             out[name] = resolve_path_params(model_cls, out[name], base_dir)
