@@ -1,4 +1,4 @@
-"""Train the two small quality classifiers that the sample and Nemotron-CC pipeline files use.
+"""Train the small quality classifiers that the sample and Nemotron-CC pipeline files use.
 
 Model hubs are out of reach, so the runnable pipelines score documents with classifiers we train
 here, from real human labels: the HPLT v2 inspection set (../shared/data/quality/hplt-v2-inspection,
@@ -11,6 +11,14 @@ here, from real human labels: the HPLT v2 inspection set (../shared/data/quality
   regression head on the mean of its token states (how this sentence-transformers encoder was trained),
   fitted on the frozen encoder (``curator train encoder-head``), target 1 for hq, 0 for lq,
   on a class-balanced subset of 1,000 excerpts cut to 128 tokens (about two minutes on two CPU cores).
+
+- ``models/quality/minilm_math/``: a stand-in for the FineMath classifier (0-5) that
+  ``pipelines/nemotron_cc_math.yaml`` uses: the same encoder and head recipe, fitted to 0 for 400 HPLT
+  excerpts labelled hq (web text without math), 3 for 400 GSM8K test questions with their worked
+  answers (arithmetic reasoning) and 5 for 400 MATH test problems with their LaTeX solutions
+  (../shared/data/contamination). It tells math with worked reasoning from other text; it does not
+  judge a page's quality the way FineMath's LLM-labelled classifier does. Trained on benchmark test
+  sets: fine for a demonstration, never for a model whose evaluation uses those benchmarks.
 
 These stand in for Nemotron-CC's classifiers (two FineWeb-Edu-style regressors trained on LLM
 annotations, and DCLM's fastText); point the pipeline files at your own checkpoints for real runs.
@@ -54,6 +62,27 @@ def hplt_rows(data: Path) -> list[dict]:
     return rows
 
 
+def math_rows(data: Path, web_rows: list[dict], per_class: int = 400, seed: int = 0) -> list[tuple[str, float]]:
+    """(text, target) pairs of the FineMath stand-in: MATH 5, GSM8K 3, HPLT hq web text 0."""
+    rng = random.Random(seed)
+
+    def read(name: str) -> list[dict]:
+        path = data / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (the benchmark sets of ../shared/data/contamination)")
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
+
+    competition = rng.sample(read("math_test.jsonl.gz"), per_class)
+    grade_school = rng.sample(read("gsm8k_test.jsonl.gz"), per_class)
+    pairs = [(f"{r['problem']}\n\n{r['solution']}", 5.0) for r in competition]
+    pairs += [(f"{r['question']}\n\n{r['answer']}", 3.0) for r in grade_school]
+    web = [r for r in web_rows if r["label"] == "hq"]
+    pairs += [(r["text"], 0.0) for r in rng.sample(web, per_class)]
+    rng.shuffle(pairs)
+    return pairs
+
+
 def _head_is_current(head_dir: Path) -> bool:
     """Whether ``head_dir`` holds the head this script trains now (mean pooling; earlier ones read the first token)."""
     try:
@@ -64,7 +93,7 @@ def _head_is_current(head_dir: Path) -> bool:
 
 
 def build(data: Path, out: Path = OUT, encoder: Path = ENCODER) -> None:
-    """Train whichever of the two models is missing."""
+    """Train whichever of the models is missing."""
     from classifiers.encoder_head import HeadTrainingSettings, train_encoder_head
     from classifiers.fasttext_quality import FastTextParams, train_quality_classifier
 
@@ -95,6 +124,14 @@ def build(data: Path, out: Path = OUT, encoder: Path = ENCODER) -> None:
                                                          pooling="mean"),
                                     max_length=128, device="cpu")
         log.info("wrote %s (held out: %s)", head_dir, report["valid_metrics"])
+    math_dir = out / "minilm_math"
+    if not _head_is_current(math_dir):
+        pairs = math_rows(data.parent.parent / "contamination", rows)
+        report = train_encoder_head(encoder, [t for t, _ in pairs], [y for _, y in pairs], math_dir,
+                                    HeadTrainingSettings(problem_type="regression", epochs=300, valid_fraction=0.2,
+                                                         pooling="mean"),
+                                    max_length=128, device="cpu")
+        log.info("wrote %s (held out: %s)", math_dir, report["valid_metrics"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,11 +12,17 @@ from stages.html_decode import HtmlDecoder
 from stages.html_text import HtmlToText
 from stages.identity import Identity
 from stages.langid import LanguageId
+from stages.math_cleanup import MathCleanup
+from stages.math_detect import MathDetect
+from stages.math_extract import MathExtractor
 from stages.rephrase import Rephrase
+from stages.score_subset import ScoreAtLeast
 from stages.unicode_fix import UnicodeFixer
+from stages.url_lists import UrlListFilter
 from stages.warc_reader import WarcReader
 
 STAGES: tuple[type[Stage], ...] = (
     WarcReader, HtmlDecoder, TextExtractor, LanguageId, UnicodeFixer, HtmlToText, ExactDedup, FuzzyDedup, Identity,
     GopherQuality, GopherRepetition, C4Quality, FineWebQuality, Decontaminate, Rephrase,
+    MathDetect, UrlListFilter, MathExtractor, MathCleanup, ScoreAtLeast,
 )
