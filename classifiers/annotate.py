@@ -56,8 +56,9 @@ from curator.llm import LLMClient, LLMResult, LLMStats, Prompt, ResponseCache, S
 from curator.llm.config import LLMConfig, TokenCounter
 from curator.llm.streaming import answered_chunks
 from curator.plan import LLM_STATS, ShardTask
+from curator.shard_records import current_shard_records, shard_record_path
 from curator.stage import GlobalStage, PathParam, ShardStats, split_counted
-from curator.storage import is_remote, join, read_batches, read_json, read_schema, write_json_atomic
+from curator.storage import is_remote, join, read_batches, read_schema, write_json_atomic
 from curator.tasks import write_shard
 
 log = logging.getLogger("classifiers.annotate")
@@ -390,9 +391,6 @@ class AnnotationCounts:
         return ", ".join(f"{k} {n}" for k, n in sorted(self.statuses.items())) or "none"
 
 
-def _stats_file(stats_dir: str, task: ShardTask) -> str:
-    return join(stats_dir, f"{task.name}.json")
-
 
 def merge_annotation_stats(tasks: list[ShardTask], stats_dir: str, stage_id: str, model: str) -> dict[str, Any]:
     """The per-shard counts of the current shards (stale files of other configs ignored), merged:
@@ -400,10 +398,7 @@ def merge_annotation_stats(tasks: list[ShardTask], stats_dir: str, stage_id: str
     llm = LLMStats()
     counts = AnnotationCounts()
     shards = 0
-    for task in tasks:
-        record = read_json(_stats_file(stats_dir, task))
-        if not isinstance(record, dict) or record.get("fingerprint") != task.fingerprint:
-            continue
+    for record in current_shard_records(tasks, stats_dir):
         shards += 1
         llm.add(LLMStats.from_json(record["llm"]))
         counts.add(AnnotationCounts.from_json(record["annotations"]))
@@ -471,6 +466,6 @@ def _output_shard(task: ShardTask, input_path: str, params: dict[str, Any], stag
         return record
     finally:
         cache.close()
-        write_json_atomic(_stats_file(stats_dir, task), {
+        write_json_atomic(shard_record_path(stats_dir, task), {
             "fingerprint": task.fingerprint, "llm": client.stats.to_json(), "annotations": counts.to_json(),
         })

@@ -71,8 +71,9 @@ from curator.llm import LLMClient, LLMResult, LLMStats, Prompt, ResponseCache, S
 from curator.llm.config import LLMConfig, TokenCounter
 from curator.llm.streaming import answered_chunks
 from curator.plan import LLM_STATS, ShardTask
+from curator.shard_records import current_shard_records, shard_record_path
 from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, split_counted
-from curator.storage import is_remote, join, read_batches, read_json, write_json_atomic
+from curator.storage import is_remote, join, read_batches, write_json_atomic
 from curator.tasks import write_shard
 from stages.rephrase_prompts import TASK_NAMES, TASKS, TaskName, TaskSpec
 
@@ -518,9 +519,6 @@ class Rephrase(GlobalStage):
                               merge_llm_stats(ctx.output_shards, stats_dir, ctx.stage_id, self.llm.model_name))
 
 
-def _stats_file(stats_dir: str, task: ShardTask) -> str:
-    return join(stats_dir, f"{task.name}.json")
-
 
 def merge_llm_stats(tasks: list[ShardTask], stats_dir: str, stage_id: str, model: str) -> dict[str, Any]:
     """The per-shard LLM counts of the current shards (stale files of other configs ignored), merged."""
@@ -528,10 +526,7 @@ def merge_llm_stats(tasks: list[ShardTask], stats_dir: str, stage_id: str, model
     per_task: dict[str, dict[str, Any]] = {}
     shards = 0
     unrouted = skipped = 0
-    for task in tasks:
-        record = read_json(_stats_file(stats_dir, task))
-        if not isinstance(record, dict) or record.get("fingerprint") != task.fingerprint:
-            continue
+    for record in current_shard_records(tasks, stats_dir):
         shards += 1
         unrouted += int(record.get("docs_unrouted", 0))
         skipped += int(record.get("segments_skipped", 0))
@@ -635,7 +630,7 @@ def _output_shard(task: ShardTask, input_path: str, params: dict[str, Any], stag
         return write_shard(task, results(), stats, schema=OUTPUT_SCHEMA)
     finally:
         cache.close()
-        write_json_atomic(_stats_file(stats_dir, task), {
+        write_json_atomic(shard_record_path(stats_dir, task), {
             "fingerprint": task.fingerprint, "llm": client.stats.to_json(), "docs_unrouted": totals["unrouted"],
             "segments_skipped": totals["skipped"],
             "tasks": {name: {**e, "rejected": dict(e["rejected"])} for name, e in per_task.items()},
