@@ -139,6 +139,10 @@ class TokenCounter:
             self._tokenizer = Tokenizer.from_file(self.path)
         except Exception as exc:  # noqa: BLE001 - the Rust error type is not importable; name the file
             raise ValueError(f"{self.path}: not a usable tokenizer.json: {exc}") from exc
+        # A tokenizer.json saved for a model's inputs may pad or truncate every sequence (the MiniLM one to 128):
+        # counts must be of the text as it is.
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
 
     def _load_gguf_vocab(self) -> Any:
         from curator.llm.llama_cpp_backend import _import_llama
