@@ -7,7 +7,8 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from curator.plan import CONTAMINATION_REPORT, DEDUP_SUMMARY, ENSEMBLE_SUMMARY, LLM_STATS, MANIFEST, STATS_DIR
+from curator.plan import (BLEND_MANIFEST, CONTAMINATION_REPORT, DEDUP_SUMMARY, ENSEMBLE_SUMMARY, LLM_STATS, MANIFEST,
+                          STATS_DIR, TOKEN_COUNTS)
 from curator.runner import RUN_RECORD
 from curator.stage import ShardStats
 from curator.storage import filesystem, join, read_json
@@ -28,6 +29,8 @@ class StageSummary:
     contamination: dict[str, Any] | None = None    # _contamination.json of a dedup.decontaminate stage
     llm: dict[str, Any] | None = None              # _llm_stats.json of a stage that calls an LLM
     ensemble: dict[str, Any] | None = None         # _ensemble.json of a classify.ensemble stage
+    token_counts: dict[str, Any] | None = None     # _token_counts.json of a token counting stage
+    blend: dict[str, Any] | None = None            # _blend.json of a blend stage
 
 
 def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
@@ -56,7 +59,8 @@ def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
                 summary.stats.add(ShardStats.from_json(record.get("stats", {})))
         summary.complete = manifest is not None and summary.shards_done >= summary.shards_total
         for attr, side_file in (("dedup", DEDUP_SUMMARY), ("contamination", CONTAMINATION_REPORT), ("llm", LLM_STATS),
-                                ("ensemble", ENSEMBLE_SUMMARY)):
+                                ("ensemble", ENSEMBLE_SUMMARY), ("token_counts", TOKEN_COUNTS),
+                                ("blend", BLEND_MANIFEST)):
             record = read_json(join(stage_dir, side_file))
             setattr(summary, attr, record if isinstance(record, dict) else None)
         summaries.append(summary)
@@ -123,6 +127,7 @@ def _llm_section(stages: list[StageSummary]) -> str:
             + (f"<table><tr><th>task</th><th>segments</th><th>kept</th><th>rejected by reason</th></tr>{rows}</table>"
                if rows else "")
             + _annotation_counts(st)
+            + _cleanup_counts(st)
         )
     return "<h2>LLM requests</h2>" + "".join(parts) if parts else ""
 
@@ -138,6 +143,18 @@ def _annotation_counts(st: dict[str, Any]) -> str:
     return (f"<p>{st.get('documents', 0):,} documents annotated ({st.get('documents_truncated', 0):,} truncated). "
             f"Status: {fmt(st['statuses'])}; scores: {fmt(st.get('scores', {}))}; "
             f"unparseable: {fmt(st.get('unparseable_reasons', {}))}.</p>")
+
+
+def _cleanup_counts(st: dict[str, Any]) -> str:
+    """A math cleanup stage's pages and chunks by outcome, and its drops (absent for other stages)."""
+    if "chunk_outcomes" not in st:
+        return ""
+    outcomes = ", ".join(f"{html.escape(str(k))}: {v:,}" for k, v in st["chunk_outcomes"].items()) or "none"
+    drops = ", ".join(f"{html.escape(str(k))}: {v:,}" for k, v in (st.get("drops") or {}).items()) or "none"
+    return (f"<p>{st.get('documents', 0):,} documents cleaned, {st.get('documents_kept', 0):,} kept, "
+            f"{st.get('documents_no_useful_content', 0):,} with no useful content; {st.get('chunks', 0):,} chunks, "
+            f"{st.get('chunks_no_useful_content', 0):,} answered NO USEFUL CONTENT. Chunks by outcome: {outcomes}; "
+            f"documents dropped by reason: {drops}.</p>")
 
 
 def _llm_scope(st: dict[str, Any]) -> str:
@@ -211,6 +228,183 @@ def _ensemble_section(stages: list[StageSummary]) -> str:
         parts.append(f"<table><tr><th>classifier</th><th>column</th><th>scored</th><th>null</th>{head}</tr>"
                      f"{''.join(threshold_rows)}</table>")
     return "<h2>Quality buckets</h2>" + "".join(parts) if parts else ""
+
+
+def _token_counts_section(stages: list[StageSummary]) -> str:
+    parts = []
+    for s in stages:
+        t = s.token_counts
+        if not t:
+            continue
+        docs, tokens = t.get("documents", 0), t.get("tokens", 0)
+        tok = t.get("tokenizer") or {}
+        sha = str(tok.get("sha256") or "")
+        parts.append(
+            f"<h3>{html.escape(s.stage_id)}</h3><p>{docs:,} documents, {tokens:,} tokens"
+            + (f" ({tokens / docs:,.1f} per document)" if docs else "")
+            + f", counted with <code>{html.escape(str(tok.get('path')))}</code>"
+            + (f" (sha256 <code>{html.escape(sha[:12])}</code>)" if sha else "") + ".</p>")
+        for column, groups in (t.get("by") or {}).items():
+            rows = "".join(
+                f"<tr><td>{html.escape(str(group))}</td><td>{g.get('documents', 0):,}</td>"
+                f"<td>{_share(g.get('documents', 0), docs)}</td><td>{g.get('tokens', 0):,}</td>"
+                f"<td>{_share(g.get('tokens', 0), tokens)}</td></tr>" for group, g in groups.items())
+            parts.append(f"<table><tr><th>{html.escape(str(column))}</th><th>documents</th><th>share</th>"
+                         f"<th>tokens</th><th>share</th></tr>{rows}</table>")
+    return "<h2>Token counts</h2>" + "".join(parts) if parts else ""
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
+
+
+def _percent(fraction: float) -> str:
+    """0.6 -> '60%', 0.333 -> '33.3%'."""
+    return f"{fraction * 100:.3g}%"
+
+
+BLEND_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                "#9c755f", "#bab0ac")
+"""Colours of a blend's sources, in the order the manifest lists them (evenly spread hues after these)."""
+
+EPOCH_CAP_TOLERANCE = 1e-6
+"""Relative slack under which a source's effective epochs count as at its cap (the solver's floats)."""
+
+
+def source_colors(names: list[str]) -> dict[str, str]:
+    """One colour per source, so that a source has the same colour in every phase."""
+    return {name: BLEND_COLORS[i] if i < len(BLEND_COLORS) else f"hsl({i * 137.508 % 360:.0f}, 55%, 50%)"
+            for i, name in enumerate(names)}
+
+
+def stacked_bar_svg(title: str, parts: list[tuple[str, float]], colors: dict[str, str]) -> str:
+    """One horizontal bar split into parts by their share, as inline SVG, with a legend (share and amount)."""
+    width, left, bar_y, bar_h, line_h = 760, 10, 30, 30, 20
+    total = sum(value for _, value in parts) or 1
+    legend, x, y = [], left, bar_y + bar_h + 22
+    for name, value in parts:
+        label = f"{name} {value / total:.1%} ({_human(value)})"
+        item_w = 16 + 7 * len(label) + 18  # swatch, text at about 7 px a character, gap
+        if x + item_w > width - left and x > left:
+            x, y = left, y + line_h
+        legend.append((name, label, x, y))
+        x += item_w
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y + 10}" role="img" '
+        f'aria-label="{html.escape(title)}" class="plot">',
+        f'<text x="0" y="18" font-size="15" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    x = left
+    for name, value in parts:
+        w = (width - 2 * left) * value / total
+        svg.append(f'<rect x="{x:.1f}" y="{bar_y}" width="{w:.1f}" height="{bar_h}" fill="{colors[name]}">'
+                   f'<title>{html.escape(name)}: {value:,.0f} ({value / total:.1%})</title></rect>')
+        if w > 48:
+            svg.append(f'<text x="{x + w / 2:.1f}" y="{bar_y + bar_h * 0.67:.1f}" font-size="12" fill="#fff" '
+                       f'text-anchor="middle">{value / total:.0%}</text>')
+        x += w
+    for name, label, lx, ly in legend:
+        svg.append(f'<rect x="{lx}" y="{ly - 11}" width="12" height="12" fill="{colors[name]}"/>')
+        svg.append(f'<text x="{lx + 16}" y="{ly}" font-size="12">{html.escape(label)}</text>')
+    svg.append("</svg>")
+    return "".join(svg)
+
+
+def _blend_sources(b: dict[str, Any]) -> list[str]:
+    """The blend's source names: the manifest's order, then any that only a phase lists."""
+    names = list(b.get("sources") or {})
+    for phase in b.get("phases") or []:
+        names += [n for n in phase.get("sources") or {} if n not in names]
+    return names
+
+
+def _epochs_cell(epochs: float | None, cap: float | None) -> str:
+    if epochs is None:
+        return "<td>-</td>"
+    if cap is not None and epochs >= cap * (1 - EPOCH_CAP_TOLERANCE):
+        return f'<td class="at-cap"><b>{epochs:.2f}</b> (at cap)</td>'
+    return f"<td>{epochs:.2f}</td>"
+
+
+def _number_cell(value: float | None, spec: str) -> str:
+    return "<td>-</td>" if value is None else f"<td>{value:{spec}}</td>"
+
+
+def _deviation(materialized: float, planned: float) -> str:
+    return f"{(materialized - planned) / planned:+.2%}" if planned else "-"
+
+
+def _blend_table(b: dict[str, Any], names: list[str]) -> str:
+    """Per source: supply, quality weight, cap; per phase tokens and weight; epochs; materialised tokens."""
+    sources, phases = b.get("sources") or {}, b.get("phases") or []
+    materialized = [p for p in phases if any("materialized_tokens" in v for v in (p.get("sources") or {}).values())]
+    head = ("<tr><th>source</th><th>supply tokens</th><th>quality weight</th><th>max epochs</th>"
+            + "".join(f"<th>{html.escape(str(p.get('name')))} tokens</th><th>{html.escape(str(p.get('name')))} "
+                      f"weight</th>" for p in phases)
+            + "<th>effective epochs</th>"
+            + "".join(f"<th>{html.escape(str(p.get('name')))} materialised</th><th>deviation</th>"
+                      for p in materialized) + "</tr>")
+    rows = []
+    for name in names:
+        src = sources.get(name) or {}
+        cells = [f"<td>{html.escape(name)}</td>", _number_cell(src.get("tokens"), ","),
+                 _number_cell(src.get("weight"), "g"), _number_cell(src.get("max_epochs"), "g")]
+        for p in phases:
+            ps = (p.get("sources") or {}).get(name)
+            cells.append(f"<td>{ps.get('tokens', 0):,}</td><td>{ps.get('weight', 0.0):.4f}</td>" if ps
+                         else "<td>-</td><td>-</td>")
+        epochs = src.get("epochs")
+        if epochs is None and any(name in (p.get("sources") or {}) for p in phases):
+            epochs = sum((p.get("sources") or {}).get(name, {}).get("epochs", 0.0) for p in phases)
+        cells.append(_epochs_cell(epochs, src.get("max_epochs")))
+        for p in materialized:
+            ps = (p.get("sources") or {}).get(name) or {}
+            done = ps.get("materialized_tokens")
+            cells.append(f"<td>{done:,}</td><td>{_deviation(done, ps.get('tokens', 0))}</td>" if done is not None
+                         else "<td>-</td><td>-</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    total = [f"<td>all</td><td>{sum(s.get('tokens', 0) for s in sources.values()):,}</td><td></td><td></td>"]
+    for p in phases:
+        ps = (p.get("sources") or {}).values()
+        total.append(f"<td>{sum(v.get('tokens', 0) for v in ps):,}</td>"
+                     f"<td>{sum(v.get('weight', 0.0) for v in ps):.4f}</td>")
+    total.append("<td></td>")
+    for p in materialized:
+        ps = (p.get("sources") or {}).values()
+        done = sum(v.get("materialized_tokens", 0) for v in ps)
+        total.append(f"<td>{done:,}</td><td>{_deviation(done, sum(v.get('tokens', 0) for v in ps))}</td>")
+    rows.append("<tr>" + "".join(total) + "</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _blend_section(stages: list[StageSummary]) -> str:
+    parts = []
+    for s in stages:
+        b = s.blend
+        if not b:
+            continue
+        names = _blend_sources(b)
+        colors = source_colors(names)
+        phases = b.get("phases") or []
+        budget = b.get("budget_tokens")
+        state = ("shards materialised per phase" if b.get("materialized")
+                 else "planned only (no shards materialised)")
+        parts.append(
+            f"<h3>{html.escape(s.stage_id)}</h3><p>Budget "
+            + (f"{budget:,}" if isinstance(budget, (int, float)) else html.escape(str(budget)))
+            + f" tokens in {len(phases)} phase{'s' if len(phases) != 1 else ''}, seed "
+            f"{html.escape(str(b.get('seed')))}; {state}. Manifest <code>{html.escape(s.stage_id)}/"
+            f"{BLEND_MANIFEST}</code>. Effective epochs in bold are at the source's cap.</p>")
+        for p in phases:
+            drawn = p.get("sources") or {}
+            composition = [(n, float(drawn[n].get("tokens", 0))) for n in names if drawn.get(n, {}).get("tokens")]
+            share = p.get("share")
+            title = (f"{s.stage_id} {p.get('name')}: "
+                     + (f"{_percent(share)} of the budget, " if isinstance(share, (int, float)) else "")
+                     + f"{_human(p.get('tokens', sum(v for _, v in composition)))} tokens by source")
+            parts.append(stacked_bar_svg(title, composition, colors))
+        parts.append(_blend_table(b, names))
+    return "<h2>Blend</h2>" + "".join(parts) if parts else ""
 
 
 def columns_svg(title: str, values: list[int], color: str) -> str:
@@ -313,7 +507,7 @@ svg.plot {{ display: block; margin: 1em 0; }}
 </table>
 {_dedup_section(stages)}
 {_llm_section(stages)}
-{_ensemble_section(stages)}
+{_ensemble_section(stages)}{_token_counts_section(stages)}{_blend_section(stages)}
 </body></html>
 """
 
