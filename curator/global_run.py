@@ -59,6 +59,11 @@ class GlobalRun:
         return list(self.plan.shards[0].inputs) if self.plan.shards else []
 
     @property
+    def inputs_by_upstream(self) -> dict[str, list[str]]:
+        """Input shard paths per ``from:`` entry (stage id or input name), for stages that read several."""
+        return {up: list(paths) for up, paths in self.plan.inputs_by_upstream.items()}
+
+    @property
     def output_shards(self) -> list[ShardTask]:
         """The output shards the stage must write (with :func:`curator.tasks.write_shard`)."""
         return self.plan.shards

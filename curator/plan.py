@@ -26,6 +26,10 @@ LLM_STATS = "_llm_stats.json"
 """An LLM stage's merged request counts (requests, failures, tokens, latencies), beside its shards."""
 ENSEMBLE_SUMMARY = "_ensemble.json"
 """A classify.ensemble stage's summary (thresholds, bucket histograms, label shares), beside its shards."""
+TOKEN_COUNTS = "_token_counts.json"
+"""A tokens.count stage's totals (documents and tokens, overall and per label), beside its shards."""
+BLEND_MANIFEST = "_blend.json"
+"""A blend stage's manifest (budget, sources, per-phase tokens, weights and epochs), beside its shards."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class StagePlan:
     shards: list[ShardTask]
     input_fingerprints: list[str]
     upstream_stages: list[str] = field(default_factory=list)
+    inputs_by_upstream: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def stage_fingerprint(self) -> str:
@@ -115,7 +120,9 @@ def build_plan(pipeline: Pipeline) -> dict[str, StagePlan]:
             for i, (path, fp, up) in enumerate(sources):
                 shards.append(_task(spec, directory, i, (path,), digest([ref.config_hash, fp]), (up,) if up else ()))
         upstream_stages = [u for u in spec.upstream if u in plans]
-        plans[spec.id] = StagePlan(spec, ref, directory, shards, input_fps, upstream_stages)
+        by_upstream = {up: ([f.path for f in pipeline.inputs[up].files] if up in pipeline.inputs
+                            else [t.output for t in plans[up].shards]) for up in spec.upstream}
+        plans[spec.id] = StagePlan(spec, ref, directory, shards, input_fps, upstream_stages, by_upstream)
     return plans
 
 

@@ -1,6 +1,7 @@
 """The stages this package registers (entry point ``curator.stages``)."""
 
 from curator.stage import Stage
+from stages.blend import Blend
 from stages.c4_filters import C4Quality
 from stages.decontaminate import Decontaminate
 from stages.exact_dedup import ExactDedup
@@ -17,6 +18,7 @@ from stages.math_detect import MathDetect
 from stages.math_extract import MathExtractor
 from stages.rephrase import Rephrase
 from stages.score_subset import ScoreAtLeast
+from stages.token_count import TokenCount
 from stages.unicode_fix import UnicodeFixer
 from stages.url_lists import UrlListFilter
 from stages.warc_reader import WarcReader
@@ -24,5 +26,5 @@ from stages.warc_reader import WarcReader
 STAGES: tuple[type[Stage], ...] = (
     WarcReader, HtmlDecoder, TextExtractor, LanguageId, UnicodeFixer, HtmlToText, ExactDedup, FuzzyDedup, Identity,
     GopherQuality, GopherRepetition, C4Quality, FineWebQuality, Decontaminate, Rephrase,
-    MathDetect, UrlListFilter, MathExtractor, MathCleanup, ScoreAtLeast,
+    MathDetect, UrlListFilter, MathExtractor, MathCleanup, ScoreAtLeast, TokenCount, Blend,
 )
