@@ -40,7 +40,7 @@ from curator.expressions import RowCondition
 from curator.global_run import GlobalRun
 from curator.plan import BLEND_MANIFEST, ShardTask
 from curator.stage import GlobalStage, ShardStats
-from curator.storage import ShardWriter, join, read_batches, read_json, shard_name, write_json_atomic
+from curator.storage import ShardWriter, filesystem, join, read_batches, shard_name, write_json_atomic
 from curator.tasks import write_shard
 from stages.blend_solver import BlendPlan, PhaseSpec, SourceSupply, solve_blend
 
@@ -232,8 +232,6 @@ def megatron_data_path(phase: dict[str, Any], sources: dict[str, Any]) -> str:
 
 
 def _write_text(path: str, text: str) -> None:
-    from curator.storage import filesystem
-
     fs, fs_path = filesystem(path)
     tmp = fs_path + ".tmp"
     with fs.open(tmp, "w") as f:
@@ -352,13 +350,11 @@ def _draw_rows(item: tuple[Any, ...], directory: str, draws: str) -> int:
 
 def _write_phase_shard(item: tuple[str, int, int], directory: str, draws: str) -> int:
     """One output shard of a phase: its bucket's drawn rows from every source, sorted by their random key."""
-    from curator.storage import filesystem
-
     phase, bucket, _ = item
     folder = join(draws, phase, f"bucket-{bucket:05d}")
     fs, fs_path = filesystem(folder)
     files = sorted(fs.glob(f"{fs_path}/*.parquet")) if fs.exists(fs_path) else []
-    tables = [_read_all(f if "://" not in folder else f"{folder.split('://')[0]}://{f}") for f in files]
+    tables = [_read_all(fs.unstrip_protocol(f)) for f in files]
     merged = pa.concat_tables(tables) if tables else BLENDED_COLUMNS.empty_table().append_column(
         "_key", pa.array([], pa.int64()))
     merged = merged.sort_by("_key").drop_columns(["_key"])
@@ -370,8 +366,6 @@ def _write_phase_shard(item: tuple[str, int, int], directory: str, draws: str) -
 
 def _remove_parts_from(folder: str, count: int) -> None:
     """Remove ``part-NNNNN.parquet`` files numbered ``count`` and up: left by an earlier run with more parts."""
-    from curator.storage import filesystem
-
     fs, fs_path = filesystem(folder)
     if not fs.exists(fs_path):
         return
@@ -391,7 +385,3 @@ def _write_plan_shard(task: ShardTask, rows: list[dict[str, Any]]) -> dict[str, 
     table = pa.Table.from_pylist(rows, schema=PLAN_COLUMNS)
     return write_shard(task, [(table, None)], stats, schema=PLAN_COLUMNS)
 
-
-def read_manifest(directory: str) -> dict[str, Any] | None:
-    """A blend stage's ``_blend.json``, or None."""
-    return read_json(join(directory, BLEND_MANIFEST))
