@@ -18,8 +18,6 @@ PAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "math" / "read
 WIKIPEDIA_PAGE = PAGES / "wikipedia-3" / "source.html"
 MATHJAX_PAGE = PAGES / "mathjax" / "source.html"
 MATHJAX_DEMO_PAGE = PAGES.parent / "mathjax-demos" / "page_mml-chtml.html"
-needs_pages = pytest.mark.skipif(not all(page.exists() for page in (WIKIPEDIA_PAGE, MATHJAX_PAGE, MATHJAX_DEMO_PAGE)),
-                                 reason=f"reference pages not found under {PAGES}")
 
 
 def from_xml(body: str) -> etree._Element:
@@ -336,7 +334,6 @@ def without_tex(math: etree._Element) -> tuple[etree._Element, str]:
     return math, tex
 
 
-@needs_pages
 def test_wikipedia_formulas_match_annotations() -> None:
     formulas = page_formulas(WIKIPEDIA_PAGE)
     assert len(formulas) == 66
@@ -352,21 +349,18 @@ def test_wikipedia_formulas_match_annotations() -> None:
     assert sum(lenient) >= 65
 
 
-@needs_pages
 @pytest.mark.parametrize("index", [0, 20, 34, 39, 52])
 def test_wikipedia_formula_exact(index: int) -> None:
     stripped, tex = without_tex(page_formulas(WIKIPEDIA_PAGE)[index])
     assert normalise(mathml_to_latex(stripped), allowances=True) == normalise(tex, allowances=True)
 
 
-@needs_pages
 def test_wikipedia_annotation_preferred() -> None:
     math = page_formulas(WIKIPEDIA_PAGE)[0]
     assert mathml_to_latex(math) == (r"{\displaystyle A{\text{ Hermitian}}\quad \iff \quad "
                                      r"a_{ij}={\overline {a_{ji}}}}")
 
 
-@needs_pages
 def test_mathjax_demo_handwritten_mathml() -> None:
     """The MathJax demo page written in MathML by hand (no MathJax classes, plain <mo> fences)."""
     formulas = page_formulas(MATHJAX_DEMO_PAGE)
@@ -376,7 +370,6 @@ def test_mathjax_demo_handwritten_mathml() -> None:
     assert latex[12] == r"\sqrt{3x-1}+(1+x)^2"
 
 
-@needs_pages
 def test_mathjax_v3_formulas() -> None:
     formulas = page_formulas(MATHJAX_PAGE)
     assert len(formulas) == 13
