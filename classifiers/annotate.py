@@ -54,17 +54,16 @@ from classifiers.edu_prompt import COMPLETION_CUE, EduParse, edu_prompt, edu_pro
 from curator.global_run import GlobalRun
 from curator.llm import LLMClient, LLMResult, LLMStats, Prompt, ResponseCache, SamplingParams
 from curator.llm.config import LLMConfig, TokenCounter
+from curator.llm.stage_run import resolve_tokenizer_path, run_llm_shards
 from curator.llm.streaming import answered_chunks
-from curator.plan import LLM_STATS, ShardTask
+from curator.plan import ShardTask
 from curator.shard_records import current_shard_records, shard_record_path
 from curator.stage import GlobalStage, PathParam, ShardStats, split_counted
-from curator.storage import is_remote, join, read_batches, read_schema, write_json_atomic
+from curator.storage import read_batches, read_schema, write_json_atomic
 from curator.tasks import write_shard
 
 log = logging.getLogger("classifiers.annotate")
 
-CACHE_DIR = "llm_cache"
-STATS_DIR = "llm_stats"
 STATUS_OK = "ok"
 STATUS_UNPARSEABLE = "unparseable"
 STATUS_NO_TEXT = "no_text"
@@ -185,13 +184,7 @@ class EduAnnotator(GlobalStage):
         if not _PREFIX.fullmatch(self.output_prefix):
             raise ValueError(f"output_prefix must be a plain column-name prefix (letters, digits, _), "
                              f"not {self.output_prefix!r}")
-        if self.tokenizer_path is None and self.llm.backend == "llama_cpp":
-            self.tokenizer_path = self.llm.model_path
-        if self.tokenizer_path and not is_remote(self.tokenizer_path):
-            path = os.path.abspath(os.path.expanduser(self.tokenizer_path))
-            if not os.path.exists(path):
-                raise ValueError(f"tokenizer not found: {path} (in a pipeline file, relative to the file)")
-            self.tokenizer_path = path
+        self.tokenizer_path = resolve_tokenizer_path(self.tokenizer_path, self.llm, None)
         return self
 
     # ------------------------------------------------------------------ columns and settings
@@ -316,22 +309,8 @@ class EduAnnotator(GlobalStage):
     # ------------------------------------------------------------------ the global run
 
     def run(self, ctx: GlobalRun) -> None:
-        if is_remote(ctx.work_dir):
-            raise ValueError(f"stage {ctx.stage_id} ({self.name}): the response caches are SQLite files and need "
-                             f"a local run directory, not {ctx.work_dir}")
-        self.token_counter()  # on the client: a bad tokenizer or a context too small fails before any task
-        params = self.model_dump(mode="json")
-        inputs = ctx.input_shards
-        cache_dir = join(ctx.work_dir, CACHE_DIR)
-        stats_dir = join(ctx.work_dir, STATS_DIR)
-        try:
-            ctx.map_outputs(_output_shard, params, ctx.stage_id, cache_dir, stats_dir, ctx.batch_rows,
-                            per_task=lambda task: (inputs[task.index],))
-        finally:
-            # Also after a failed shard: the counts of the work done so far are worth reporting.
-            merged = merge_annotation_stats(ctx.output_shards, stats_dir, ctx.stage_id, self.llm.model_name)
-            write_json_atomic(join(ctx.plan.directory, LLM_STATS), merged)
-            _log_summary(ctx.stage_id, merged)
+        run_llm_shards(ctx, self, _output_shard, merge_annotation_stats, _log_summary)
+
 
 
 # ---------------------------------------------------------------------- per-shard work and counts

@@ -69,11 +69,12 @@ from pydantic import Field, model_validator
 from curator.global_run import GlobalRun
 from curator.llm import LLMClient, LLMResult, LLMStats, Prompt, ResponseCache, SamplingParams
 from curator.llm.config import LLMConfig, TokenCounter
+from curator.llm.stage_run import resolve_tokenizer_path, run_llm_shards
 from curator.llm.streaming import answered_chunks
-from curator.plan import LLM_STATS, ShardTask
+from curator.plan import ShardTask
 from curator.shard_records import current_shard_records, shard_record_path
 from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, split_counted
-from curator.storage import is_remote, join, read_batches, read_schema, write_json_atomic
+from curator.storage import read_batches, read_schema, write_json_atomic
 from curator.tasks import write_shard
 from stages.math_cleanup_prompt import cleanup_prompt, cleanup_prompt_for_counting, read_answer
 from stages.rephrase import segment_document
@@ -81,8 +82,6 @@ from stages.rephrase_prompts import TaskSpec
 
 log = logging.getLogger("stages.math_cleanup")
 
-CACHE_DIR = "llm_cache"
-STATS_DIR = "llm_stats"
 NO_TEXT = "no_text"
 LLM_FAILED = "llm_failed:"
 LENGTH_CAP = "length_cap"
@@ -162,16 +161,7 @@ class MathCleanup(GlobalStage):
     def _check(self) -> MathCleanup:
         if self.output == self.input_copy:
             raise ValueError(f"output and input_copy must be different columns, both are {self.output!r}")
-        if self.tokenizer_path is None:
-            if self.llm.backend != "llama_cpp":
-                raise ValueError(f"tokenizer_path is required with backend {self.llm.backend} "
-                                 "(the model's tokenizer.json, for chunk_tokens)")
-            self.tokenizer_path = self.llm.model_path
-        if self.tokenizer_path and not is_remote(self.tokenizer_path):
-            path = os.path.abspath(os.path.expanduser(self.tokenizer_path))
-            if not os.path.exists(path):
-                raise ValueError(f"tokenizer not found: {path} (in a pipeline file, relative to the file)")
-            self.tokenizer_path = path
+        self.tokenizer_path = resolve_tokenizer_path(self.tokenizer_path, self.llm, "chunk_tokens")
         return self
 
     # ------------------------------------------------------------------ columns
@@ -320,25 +310,15 @@ class MathCleanup(GlobalStage):
     # ------------------------------------------------------------------ the global run
 
     def run(self, ctx: GlobalRun) -> None:
-        if is_remote(ctx.work_dir):
-            raise ValueError(f"stage {ctx.stage_id} ({self.name}): the response caches are SQLite files and need "
-                             f"a local run directory, not {ctx.work_dir}")
-        self.token_counter()  # on the client: a bad tokenizer or a context too small fails before any task
-        params = self.model_dump(mode="json")
-        inputs = ctx.input_shards
-        cache_dir = join(ctx.work_dir, CACHE_DIR)
-        stats_dir = join(ctx.work_dir, STATS_DIR)
-        try:
-            ctx.map_outputs(_output_shard, params, ctx.stage_id, cache_dir, stats_dir, ctx.batch_rows,
-                            per_task=lambda task: (inputs[task.index],))
-        finally:
-            # Also after a failed shard: the counts of the work done so far are worth reporting.
-            merged = merge_cleanup_stats(ctx.output_shards, stats_dir, ctx.stage_id, self.llm.model_name)
-            write_json_atomic(join(ctx.plan.directory, LLM_STATS), merged)
-            log.info("stage %s: %d pages, %d kept, %d chunks (%d answered NO USEFUL CONTENT); drops: %s; "
-                     "%d requests sent, %d answered from the cache", ctx.stage_id, merged["documents"],
-                     merged["documents_kept"], merged["chunks"], merged["chunks_no_useful_content"],
-                     _describe(merged["drops"]), merged["requests"], merged["cache_hits"])
+        run_llm_shards(ctx, self, _output_shard, merge_cleanup_stats, _log_summary)
+
+
+
+def _log_summary(stage_id: str, merged: dict[str, Any]) -> None:
+    log.info("stage %s: %d pages, %d kept, %d chunks (%d answered NO USEFUL CONTENT); drops: %s; "
+             "%d requests sent, %d answered from the cache", stage_id, merged["documents"],
+             merged["documents_kept"], merged["chunks"], merged["chunks_no_useful_content"],
+             _describe(merged["drops"]), merged["requests"], merged["cache_hits"])
 
 
 # ---------------------------------------------------------------------- per-shard work and counts

@@ -69,18 +69,17 @@ from pydantic import Field, model_validator
 from curator.global_run import GlobalRun
 from curator.llm import LLMClient, LLMResult, LLMStats, Prompt, ResponseCache, SamplingParams
 from curator.llm.config import LLMConfig, TokenCounter
+from curator.llm.stage_run import resolve_tokenizer_path, run_llm_shards
 from curator.llm.streaming import answered_chunks
-from curator.plan import LLM_STATS, ShardTask
+from curator.plan import ShardTask
 from curator.shard_records import current_shard_records, shard_record_path
 from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, split_counted
-from curator.storage import is_remote, join, read_batches, write_json_atomic
+from curator.storage import read_batches, write_json_atomic
 from curator.tasks import write_shard
 from stages.rephrase_prompts import TASK_NAMES, TASKS, TaskName, TaskSpec
 
 log = logging.getLogger("stages.rephrase")
 
-CACHE_DIR = "llm_cache"
-STATS_DIR = "llm_stats"
 
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("text", pa.string()), ("source_id", pa.string()), ("task", pa.string()),
@@ -343,16 +342,7 @@ class Rephrase(GlobalStage):
                 raise ValueError(f"task {name}: budgets and max_tokens must be positive, not {value}")
         if self.prefill_prefix and self.llm.endpoint != "completions":
             raise ValueError("prefill_prefix needs llm.endpoint: completions (a chat answer cannot be prefilled)")
-        if self.tokenizer_path is None:
-            if self.llm.backend != "llama_cpp":
-                raise ValueError(f"tokenizer_path is required with backend {self.llm.backend} "
-                                 "(the model's tokenizer.json, for the token budgets)")
-            self.tokenizer_path = self.llm.model_path
-        if self.tokenizer_path and not is_remote(self.tokenizer_path):
-            path = os.path.abspath(os.path.expanduser(self.tokenizer_path))
-            if not os.path.exists(path):
-                raise ValueError(f"tokenizer not found: {path} (in a pipeline file, relative to the file)")
-            self.tokenizer_path = path
+        self.tokenizer_path = resolve_tokenizer_path(self.tokenizer_path, self.llm, "the token budgets")
         return self
 
     # ------------------------------------------------------------------ settings per task
@@ -502,21 +492,7 @@ class Rephrase(GlobalStage):
     # ------------------------------------------------------------------ the global run
 
     def run(self, ctx: GlobalRun) -> None:
-        if is_remote(ctx.work_dir):
-            raise ValueError(f"stage {ctx.stage_id} ({self.name}): the response caches are SQLite files and need "
-                             f"a local run directory, not {ctx.work_dir}")
-        self.token_counter()  # on the client: a bad tokenizer or budget fails before any task
-        params = self.model_dump(mode="json")
-        inputs = ctx.input_shards
-        cache_dir = join(ctx.work_dir, CACHE_DIR)
-        stats_dir = join(ctx.work_dir, STATS_DIR)
-        try:
-            ctx.map_outputs(_output_shard, params, ctx.stage_id, cache_dir, stats_dir, ctx.batch_rows,
-                            per_task=lambda task: (inputs[task.index],))
-        finally:
-            # Also after a failed shard: the counts of the work done so far are worth reporting.
-            write_json_atomic(join(ctx.plan.directory, LLM_STATS),
-                              merge_llm_stats(ctx.output_shards, stats_dir, ctx.stage_id, self.llm.model_name))
+        run_llm_shards(ctx, self, _output_shard, merge_llm_stats)
 
 
 
