@@ -5,7 +5,10 @@ module (vLLM itself needs CUDA, which CI machines do not have), and the backend 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 from curator.llm import LLMClient, OpenAICompatibleBackend, Prompt, ResponseCache, SamplingParams
 from curator.llm.config import LLMConfig, TokenCounter
 from curator.llm.engines import release_engines
-from curator.llm.llama_cpp_backend import LlamaCppBackend
+from curator.llm.llama_cpp_backend import LlamaCppBackend, load_llama_engine
 from curator.llm.vllm_backend import VLLMBackend
 from curator.pipeline import PipelineError, load_pipeline
 from stages.rephrase import Rephrase
@@ -70,6 +73,36 @@ def test_llama_cpp_logs_go_to_python_logging_not_stderr(gguf_model: Path, capfd:
     assert any(m.startswith("llama_model_loader: loaded meta data") for m in messages)
     assert all("\n" not in m and m.strip() for m in messages)  # whole lines, one record each
     assert any("SWA cache" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+
+
+def test_loading_a_model_does_not_swallow_other_threads_stderr(gguf_model: Path) -> None:
+    # llama-cpp-python points the process's fd 2 at /dev/null while it loads; `curator run` lost a
+    # progress line to that when a global stage loaded a vocabulary on the client. Nothing may be lost.
+    TokenCounter(gguf_model)  # installs the log route
+    read_end, write_end = os.pipe()
+    saved = os.dup(2)
+    os.dup2(write_end, 2)
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            load_llama_engine(str(gguf_model), 256, 1, None)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        for i in range(100):
+            os.write(2, f"line {i}\n".encode())
+            time.sleep(0.005)
+    finally:
+        stop.set()
+        loader.join()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        lines = [line for line in pipe.read().decode().splitlines() if line.startswith("line ")]
+    assert len(lines) == 100
 
 
 def test_llama_cpp_failures_are_results_not_exceptions(gguf_model: Path) -> None:

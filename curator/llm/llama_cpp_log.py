@@ -5,12 +5,21 @@ llama-cpp-python's own callback maps ggml's log levels by an old numbering, so w
 progress lines of ``curator run``. Here every message goes to the ``curator.llm.llama_cpp``
 logger: warnings at INFO (they are notes such as "using full-size SWA cache"), errors at WARNING
 (a failed load or decode also raises in Python), the rest at DEBUG.
+
+llama-cpp-python also silences loads with ``verbose=False`` by pointing the *process's* file
+descriptors 1 and 2 at /dev/null for the duration (``suppress_stdout_stderr``). In a process with
+other threads (the ``curator run`` client printing progress while a global stage loads a
+vocabulary; a Dask worker) that swallows whatever they write meanwhile: a lost progress line was
+how this showed. With the log routed here there is nothing left to silence, so that redirection is
+replaced by one that does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import importlib
 import logging
 from typing import Any
 
@@ -41,9 +50,22 @@ class LlamaCppLogRoute:
                 LOGGER.log(self._level, "%s", line)
 
 
+def _no_redirect(disable: bool = False) -> contextlib.AbstractContextManager[None]:
+    """Stands in for llama-cpp-python's ``suppress_stdout_stderr``: leaves the file descriptors alone."""
+    return contextlib.nullcontext()
+
+
+LLAMA_CPP_MODULES_REDIRECTING = ("llama_cpp.llama", "llama_cpp._internals", "llama_cpp.llama_chat_format")
+
+
 @functools.cache
 def route_llama_cpp_log() -> LlamaCppLogRoute:
-    """Install the route (once: llama.cpp has one log callback per process, and the cache keeps it alive)."""
+    """Install the route (once: llama.cpp has one log callback per process, and the cache keeps it alive),
+    and stop llama-cpp-python from redirecting the process's stdout and stderr."""
     import llama_cpp
 
+    for name in LLAMA_CPP_MODULES_REDIRECTING:
+        module = importlib.import_module(name)
+        if hasattr(module, "suppress_stdout_stderr"):
+            module.suppress_stdout_stderr = _no_redirect
     return LlamaCppLogRoute(llama_cpp)
