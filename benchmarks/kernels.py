@@ -11,6 +11,14 @@ BERT-base shapes in bf16: batch 64 x 512 tokens, hidden 768, 12 heads of 64, int
 - linear at the encoder's four shapes (QKV 768->2304, attention output 768->768, FFN up 768->3072 + GELU,
   FFN down 3072->768): ours vs F.linear (+ F.gelu).
 
+Causal section, Nemotron-H-8B's attention layer in bf16: batch 4 x 4096 tokens, 32 query heads and 8 key/value
+heads of 128, no position encoding, scale 128^-0.5:
+- causal GQA on full rows: ours vs F.scaled_dot_product_attention(is_causal=True, enable_gqa=True), and vs
+  SDPA is_causal on k, v repeated to 32 heads beforehand (the repeat not timed);
+- causal GQA on padded rows (lengths uniform in 1024..4096): ours vs SDPA with k, v repeated and a boolean
+  causal + key-padding mask (the only way SDPA takes both).
+Causal useful work counts each real query's visible keys only (n (n + 1) / 2 pairs per row of n tokens).
+
 Times are triton.testing.do_bench medians (ms), each taken twice (the spread between the two is shown);
 autotuning happens in a warm-up call first. Our rates: TFLOP/s on the useful work (4 H D per real query x
 real key pair for attention, 2 M N K for linear) and GB/s on the least bytes (each input read once, the
@@ -22,16 +30,15 @@ relative-norm error of ours and of torch's against the fp32 PyTorch reference, o
 Without a CUDA GPU the script runs tiny shapes through the Triton interpreter (a smoke run of this
 script; its timings mean nothing).
 
-    python benchmarks/kernels.py
+    python benchmarks/kernels.py [--section encoder|causal|all]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +55,10 @@ if not ON_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before kernels is imported: triton.jit reads it then
 
 import triton  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.kernel_timing import (Row, errors, measure_ceilings,  # noqa: E402
+                                      print_table, print_tuned_configs, time_ms)
 
 import kernels.attention  # noqa: E402
 import kernels.linear  # noqa: E402
@@ -84,65 +95,19 @@ BERT_BASE = Shapes(batch=64, length=512, heads=12, head_dim=64, intermediate=307
 TINY = Shapes(batch=2, length=40, heads=2, head_dim=32, intermediate=96, position_buckets=8)
 
 
-@dataclass
-class Row:
-    """One line of the table: both timings, the work and least bytes of the case, both errors."""
+@dataclass(frozen=True)
+class CausalShapes:
+    """A decoder's attention layer and batch: grouped-query heads, no position encoding."""
 
-    name: str
-    ours_ms: float
-    torch_ms: float
-    spread: float
-    flops: float
-    bytes: float
-    ours_err: tuple[float, float]
-    torch_err: tuple[float, float]
+    batch: int
+    length: int
+    heads: int
+    kv_heads: int
+    head_dim: int
 
 
-@dataclass
-class Ceilings:
-    """What this device sustains: bytes/s of a large copy (read + write) and FLOP/s of a large matmul."""
-
-    bytes_per_s: float
-    flops_per_s: float
-
-    def floor_ms(self, flops: float, n_bytes: float) -> float:
-        """The least time a case can take: its work or its bytes at the ceiling, whichever is longer."""
-        return 1e3 * max(flops / self.flops_per_s, n_bytes / self.bytes_per_s)
-
-
-def time_ms(fn: Callable[[], object]) -> tuple[float, float]:
-    """Median milliseconds of ``fn`` taken twice: (the lower median, spread between the two in %)."""
-    fn()  # autotuning and compilation happen here, outside the timed region
-    medians = []
-    for _ in range(2):
-        if ON_GPU:
-            torch.cuda.synchronize()
-            medians.append(triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median"))
-        else:
-            runs = []
-            for _ in range(3):
-                start = time.perf_counter()
-                fn()
-                runs.append((time.perf_counter() - start) * 1e3)
-            medians.append(statistics.median(runs))
-    return min(medians), 100 * abs(medians[0] - medians[1]) / min(medians)
-
-
-def measure_ceilings(device: torch.device, dtype: torch.dtype) -> Ceilings:
-    """A 1 GiB device copy and an 8192^3 matmul (smaller on CPU), on random data."""
-    n_bytes, size = (1 << 30, 8192) if ON_GPU else (1 << 24, 256)
-    src = torch.randint(0, 255, (n_bytes,), dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    copy_ms, _ = time_ms(lambda: dst.copy_(src))
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    matmul_ms, _ = time_ms(lambda: a @ b)
-    return Ceilings(2 * n_bytes / copy_ms * 1e3, 2 * size ** 3 / matmul_ms * 1e3)
-
-
-def errors(got: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """(max abs difference, ||got - ref|| / ||ref||) against an fp32 reference."""
-    diff = got.float() - ref.float()
-    return diff.abs().max().item(), (diff.norm() / ref.float().norm()).item()
+NEMOTRON_H_8B = CausalShapes(batch=4, length=4096, heads=32, kv_heads=8, head_dim=128)
+TINY_CAUSAL = CausalShapes(batch=2, length=40, heads=4, kv_heads=2, head_dim=32)
 
 
 def valid_rows(t: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -248,6 +213,77 @@ def bench_deberta_attention(s: Shapes, dtype: torch.dtype, device: torch.device)
     ]
 
 
+def causal_inputs(s: CausalShapes, dtype: torch.dtype, device: torch.device, padded: bool,
+                  seed: int) -> tuple[torch.Tensor, ...]:
+    """q [B, H, L, D], k, v [B, Hkv, L, D] and lengths (all L, or uniform in L/4..L)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    q = torch.randn(s.batch, s.heads, s.length, s.head_dim, generator=gen).to(device, dtype)
+    k, v = (torch.randn(s.batch, s.kv_heads, s.length, s.head_dim, generator=gen).to(device, dtype)
+            for _ in range(2))
+    low = s.length // 4 if padded else s.length
+    lengths = torch.randint(low, s.length + 1, (s.batch,), generator=gen)
+    return q, k, v, lengths.to(device=device, dtype=torch.int32)
+
+
+def causal_work(s: CausalShapes, lengths: torch.Tensor, element_size: int) -> tuple[float, float]:
+    """(useful FLOPs, least bytes) of one causal call: n (n + 1) / 2 visible pairs per row of n real tokens;
+    q, k, v read once, the output written once."""
+    lens = lengths.double()
+    flops = 4 * s.heads * s.head_dim * float((lens * (lens + 1) / 2).sum())
+    elements = s.batch * s.length * s.head_dim * (2 * s.heads + 2 * s.kv_heads)
+    return flops, float(element_size * elements)
+
+
+def causal_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                     scale: float) -> torch.Tensor:
+    """The fp32 reference one batch row at a time (its dense scores of a whole 8B batch would take 34 GB)."""
+    return torch.cat([attention_reference(q[b:b + 1].float(), k[b:b + 1].float(), v[b:b + 1].float(),
+                                          lengths[b:b + 1], scale, causal=True) for b in range(q.shape[0])])
+
+
+def causal_key_mask(lengths: torch.Tensor, length: int) -> torch.Tensor:
+    """SDPA's boolean mask [B, 1, L, L]: True where the key is real and not after the query."""
+    positions = torch.arange(length, device=lengths.device)
+    return key_mask(lengths, length) & (positions[None, :] <= positions[:, None])
+
+
+def sdpa_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, scale: float,
+                padded: bool) -> dict[str, Callable[[], torch.Tensor]]:
+    """torch's ways of computing the same: is_causal (grouped, and on k, v repeated) on full rows; a boolean
+    causal + key-padding mask on k, v repeated when padded. The repeats and the mask are made here, untimed."""
+    group = q.shape[1] // k.shape[1]
+    k_rep, v_rep = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    if padded:
+        mask = causal_key_mask(lengths, q.shape[2])
+        return {"masked SDPA, k/v repeated": lambda: F.scaled_dot_product_attention(
+            q, k_rep, v_rep, attn_mask=mask, scale=scale)}
+    return {"SDPA is_causal, k/v repeated": lambda: F.scaled_dot_product_attention(
+                q, k_rep, v_rep, is_causal=True, scale=scale),
+            "SDPA is_causal+enable_gqa": lambda: F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=scale, enable_gqa=True)}
+
+
+def bench_causal_attention(s: CausalShapes, dtype: torch.dtype, device: torch.device) -> list[Row]:
+    """Causal GQA: ours vs SDPA is_causal (repeated k, v, and enable_gqa) on full rows, vs masked SDPA padded."""
+    scale = s.head_dim ** -0.5
+    rows = []
+    for padded in (False, True):
+        q, k, v, lengths = causal_inputs(s, dtype, device, padded, seed=11 + padded)
+        ours_ms, spread = time_ms(lambda: attention(q, k, v, lengths, scale, causal=True))
+        timed = {label: time_ms(fn)[0] for label, fn in sdpa_causal(q, k, v, lengths, scale, padded).items()}
+        work = causal_work(s, lengths, q.element_size())  # of the timed inputs
+
+        q, k, v, lengths = causal_inputs(s, dtype, device, padded, seed=21 + padded)
+        ref = valid_rows(causal_reference(q, k, v, lengths, scale), lengths)
+        ours_err = errors(valid_rows(attention(q, k, v, lengths, scale, causal=True), lengths), ref)
+        first_of_theirs = next(iter(sdpa_causal(q, k, v, lengths, scale, padded).values()))
+        torch_err = errors(valid_rows(first_of_theirs(), lengths), ref)
+        for label, torch_ms in timed.items():
+            rows.append(Row(f"causal GQA{', padded' if padded else ''} vs {label}", ours_ms, torch_ms, spread,
+                            *work, ours_err, torch_err))
+    return rows
+
+
 def bench_layernorm(s: Shapes, dtype: torch.dtype, device: torch.device) -> Row:
     """add + LayerNorm: ours vs F.layer_norm(x + r)."""
     def inputs(seed: int) -> tuple[torch.Tensor, ...]:
@@ -291,48 +327,37 @@ def bench_linear(s: Shapes, dtype: torch.dtype, device: torch.device, n_out: int
                errors(linear(x, weight, bias, activation), ref), errors(theirs(x, weight, bias), ref))
 
 
-def print_table(rows: list[Row], ceilings: Ceilings) -> None:
-    """The results, one line per case."""
-    print(f"{'case':36s} {'ours ms':>8s} {'torch ms':>8s} {'speedup':>7s} {'spread':>6s} {'floor ms':>8s} "
-          f"{'of floor':>8s} {'TFLOP/s':>7s} {'GB/s':>6s}  {'ours err: max, rel':>19s}  {'torch err: max, rel':>19s}")
-    for r in rows:
-        floor = ceilings.floor_ms(r.flops, r.bytes)
-        print(f"{r.name:36s} {r.ours_ms:8.3f} {r.torch_ms:8.3f} {r.torch_ms / r.ours_ms:6.2f}x {r.spread:5.1f}% "
-              f"{floor:8.3f} {100 * floor / r.ours_ms:7.0f}% {r.flops / r.ours_ms / 1e9:7.1f} "
-              f"{r.bytes / r.ours_ms / 1e6:6.0f}  {r.ours_err[0]:9.2e} {r.ours_err[1]:9.2e}  "
-              f"{r.torch_err[0]:9.2e} {r.torch_err[1]:9.2e}")
-
-
-def print_tuned_configs() -> None:
-    """The configs the autotuners settled on (GPU only)."""
-    for name, tuner in (("attention", kernels.attention.autotuner), ("linear", kernels.linear.autotuner)):
-        cache = getattr(tuner, "cache", None) or {}
-        for key, config in cache.items():
-            print(f"  {name} {key}: {config}")
-
-
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", choices=["encoder", "causal", "all"], default="all",
+                        help="the encoder kernels (BERT-base shapes), causal GQA attention (Nemotron-H-8B), or both")
+    section = parser.parse_args().section
     if ON_GPU:
-        device, dtype, shapes = torch.device("cuda"), torch.bfloat16, BERT_BASE
+        device, dtype, shapes, causal_shapes = torch.device("cuda"), torch.bfloat16, BERT_BASE, NEMOTRON_H_8B
         print(f"{torch.cuda.get_device_name()}; torch {torch.__version__}, triton {triton.__version__}; bf16")
     else:
-        device, dtype, shapes = torch.device("cpu"), torch.float32, TINY
+        device, dtype, shapes, causal_shapes = torch.device("cpu"), torch.float32, TINY, TINY_CAUSAL
         print("no CUDA GPU: tiny shapes in fp32 through the Triton interpreter (a smoke run; timings mean nothing)")
-    print(f"{shapes}")
     ceilings = measure_ceilings(device, dtype)
     print(f"ceilings: copy {ceilings.bytes_per_s / 1e9:,.0f} GB/s, matmul {ceilings.flops_per_s / 1e12:,.1f} TFLOP/s")
-    rows = [bench_attention(shapes, dtype, device, padded=False), bench_attention(shapes, dtype, device, padded=True)]
-    rows += bench_deberta_attention(shapes, dtype, device)
-    rows.append(bench_layernorm(shapes, dtype, device))
-    hidden, inter = shapes.hidden, shapes.intermediate
-    for n_out, k_in, activation, label in ((3 * hidden, hidden, None, "qkv"), (hidden, hidden, None, "attn-out"),
-                                           (inter, hidden, "gelu", "ffn-up"), (hidden, inter, None, "ffn-down")):
-        rows.append(bench_linear(shapes, dtype, device, n_out, k_in, activation, label))
+    rows = []
+    if section in ("encoder", "all"):
+        print(f"{shapes}")
+        rows += [bench_attention(shapes, dtype, device, padded=False),
+                 bench_attention(shapes, dtype, device, padded=True)]
+        rows += bench_deberta_attention(shapes, dtype, device)
+        rows.append(bench_layernorm(shapes, dtype, device))
+        hidden, inter = shapes.hidden, shapes.intermediate
+        for n_out, k_in, activation, label in ((3 * hidden, hidden, None, "qkv"), (hidden, hidden, None, "attn-out"),
+                                               (inter, hidden, "gelu", "ffn-up"), (hidden, inter, None, "ffn-down")):
+            rows.append(bench_linear(shapes, dtype, device, n_out, k_in, activation, label))
+    if section in ("causal", "all"):
+        print(f"{causal_shapes}")
+        rows += bench_causal_attention(causal_shapes, dtype, device)
     if ON_GPU:
         print("autotuned configs:")
-        print_tuned_configs()
-    print_table(rows, ceilings)
-
+        print_tuned_configs({"attention": kernels.attention.autotuner, "linear": kernels.linear.autotuner})
+    print_table(rows, ceilings, name_width=50)
 
 if __name__ == "__main__":
     main()

@@ -73,7 +73,7 @@ def build_attention(dtype: str, head_dim: int) -> None:
     types.update({"lengths_ptr": "*i32", "c2p_index_rev_ptr": "*i32", "p2c_index_ptr": "*i32", "scale_log2e": "fp32"})
     aligned = [n for n in fn.arg_names if n.endswith("_ptr") or n.startswith("stride_")]
     for relative in (False, True):
-        flags = {"HEAD_DIM": head_dim, "HAS_C2P": relative, "HAS_P2C": relative,
+        flags = {"HEAD_DIM": head_dim, "CAUSAL": False, "KV_GROUP": 1, "HAS_C2P": relative, "HAS_P2C": relative,
                  "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32"}
         for config in kernels.attention.prune_gpu_configs(kernels.attention.GPU_CONFIGS, {}, **flags):
             result = build(fn, types, {**flags, **config.kwargs}, aligned, config.num_warps, config.num_stages)

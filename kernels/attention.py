@@ -1,11 +1,16 @@
-"""Attention over right-padded batches (key-padding mask), with DeBERTa's disentangled relative terms.
+"""Attention over right-padded batches (key-padding mask): encoder form with DeBERTa's disentangled relative
+terms, and decoder form (causal, grouped-query heads).
 
 score(i, j) = scale * (q_i . k_j + c2p[i, c2p_index[i - j + L - 1]] + p2c[j, p2c_index[i - j + L - 1]])
-for keys j < lengths[b]; softmax over j; out_i = sum_j p_ij v_j; rows i >= lengths[b] are zeros.
+for keys j < lengths[b] (and j <= i when causal); softmax over j; out_i = sum_j p_ij v_j; rows i >= lengths[b]
+are zeros. With grouped-query attention k and v have Hkv heads, H % Hkv == 0, and query head h reads
+key/value head h // (H // Hkv).
 
 The kernel is flash style: one program per (block of queries, batch row, head), online softmax over key
 blocks in fp32, never materialising the L x L scores. Key blocks wholly past a sequence's length are not
 visited, and query blocks wholly past it only write zeros, so padded batches cost what their real tokens cost.
+Causal: key blocks wholly above the diagonal are not visited either (about half the work), those wholly below
+it run without masks, and the query blocks are launched heaviest first.
 ``attention_reference`` computes the same thing with dense fp32 scores in PyTorch.
 """
 
@@ -24,6 +29,64 @@ LOG2_E = math.log2(math.e)
 
 
 @triton.jit
+def _attend_key_block(
+    acc, l_i, m_i, q, start_n, offs_m, offs_n, offs_d, row_valid, length, k_base, v_base,
+    c2p_ptr, p2c_ptr, c2p_index_rev_ptr, p2c_index_ptr, scale_log2e, b, h, L,
+    stride_kl, stride_vl, stride_cb, stride_ch, stride_cl, stride_pb, stride_ph, stride_pl,
+    HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASK_KEYS: tl.constexpr, MASK_CAUSAL: tl.constexpr,
+):
+    """One step of the online softmax: fold key block [start_n, start_n + BLOCK_N) into (acc, l_i, m_i).
+
+    MASK_KEYS masks keys past the length (off only for blocks known to hold real keys alone); MASK_CAUSAL
+    masks keys after each query (diagonal blocks).
+    """
+    cols = start_n + offs_n
+    col_valid = cols < length
+    if MASK_KEYS:
+        k = tl.load(k_base + cols[:, None] * stride_kl + offs_d[None, :], mask=col_valid[:, None], other=0.0)
+    else:
+        k = tl.load(k_base + cols[:, None] * stride_kl + offs_d[None, :])
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    # The relative terms are gathers. Each is laid out so that its addresses ascend along the tile's last
+    # axis (the axis a warp's lanes walk): c2p row i is read along j with the table reversed (entry
+    # j - i + L - 1), and p2c row j is read along i as a [keys, queries] tile, transposed after.
+    if HAS_C2P:
+        pair_valid = row_valid[:, None] & col_valid[None, :]
+        c2p_pos = tl.load(c2p_index_rev_ptr + (cols[None, :] - offs_m[:, None] + (L - 1)), mask=pair_valid,
+                          other=0)
+        c2p_rows = c2p_ptr + b * stride_cb + h * stride_ch + offs_m[:, None] * stride_cl
+        s += tl.load(c2p_rows + c2p_pos, mask=pair_valid, other=0.0).to(tl.float32)
+    if HAS_P2C:
+        pair_valid_t = col_valid[:, None] & row_valid[None, :]
+        p2c_pos = tl.load(p2c_index_ptr + (offs_m[None, :] - cols[:, None] + (L - 1)), mask=pair_valid_t,
+                          other=0)
+        p2c_rows = p2c_ptr + b * stride_pb + h * stride_ph + cols[:, None] * stride_pl
+        s += tl.trans(tl.load(p2c_rows + p2c_pos, mask=pair_valid_t, other=0.0)).to(tl.float32)
+    if MASK_CAUSAL:
+        # Keys after the query only: a real query's keys are all real. A padded query may keep padded keys
+        # (their k and v load as zeros); its row is written as zeros anyway.
+        s = tl.where(cols[None, :] <= offs_m[:, None], s * scale_log2e, float("-inf"))
+    elif MASK_KEYS:
+        s = tl.where(col_valid[None, :], s * scale_log2e, float("-inf"))
+    else:
+        s = s * scale_log2e
+
+    # Every row meets a visible key in the first block it visits (key 0, or, causal, the block holding the
+    # query block's first row, a real key), so m_new is finite in every row.
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if MASK_KEYS:
+        v = tl.load(v_base + cols[:, None] * stride_vl + offs_d[None, :], mask=col_valid[:, None], other=0.0)
+    else:
+        v = tl.load(v_base + cols[:, None] * stride_vl + offs_d[None, :])
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _attention_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, lengths_ptr,
     c2p_ptr, p2c_ptr, c2p_index_rev_ptr, p2c_index_ptr,
@@ -35,10 +98,16 @@ def _attention_kernel(
     stride_cb, stride_ch, stride_cl,
     stride_pb, stride_ph, stride_pl,
     HEAD_DIM: tl.constexpr, HAS_C2P: tl.constexpr, HAS_P2C: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, KV_GROUP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # L_KEY only keys the autotuner (a power of two at or above L); the kernel does not read it.
-    pid_m = tl.program_id(0)
+    # KV_GROUP = H // Hkv query heads share one key/value head (1 without grouped-query attention).
+    if CAUSAL:
+        # Heaviest query blocks (last rows, most keys) first, so the lightest make the tail of the launch.
+        pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    else:
+        pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
@@ -51,8 +120,8 @@ def _attention_kernel(
     row_valid = offs_m < length
 
     q_base = q_ptr + b * stride_qb + h * stride_qh
-    k_base = k_ptr + b * stride_kb + h * stride_kh
-    v_base = v_ptr + b * stride_vb + h * stride_vh
+    k_base = k_ptr + b * stride_kb + (h // KV_GROUP) * stride_kh
+    v_base = v_ptr + b * stride_vb + (h // KV_GROUP) * stride_vh
     q = tl.load(q_base + offs_m[:, None] * stride_ql + offs_d[None, :], mask=row_valid[:, None], other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -61,36 +130,29 @@ def _attention_kernel(
 
     # A query block wholly past the length visits no key block; the others stop at the last real key.
     kv_end = tl.where(start_m < length, length, 0)
-    for start_n in range(0, kv_end, BLOCK_N):
-        cols = start_n + offs_n
-        col_valid = cols < length
-        k = tl.load(k_base + cols[:, None] * stride_kl + offs_d[None, :], mask=col_valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        # The relative terms are gathers. Each is laid out so that its addresses ascend along the tile's last
-        # axis (the axis a warp's lanes walk): c2p row i is read along j with the table reversed (entry
-        # j - i + L - 1), and p2c row j is read along i as a [keys, queries] tile, transposed after.
-        if HAS_C2P:
-            pair_valid = row_valid[:, None] & col_valid[None, :]
-            c2p_pos = tl.load(c2p_index_rev_ptr + (cols[None, :] - offs_m[:, None] + (L - 1)), mask=pair_valid,
-                              other=0)
-            c2p_rows = c2p_ptr + b * stride_cb + h * stride_ch + offs_m[:, None] * stride_cl
-            s += tl.load(c2p_rows + c2p_pos, mask=pair_valid, other=0.0).to(tl.float32)
-        if HAS_P2C:
-            pair_valid_t = col_valid[:, None] & row_valid[None, :]
-            p2c_pos = tl.load(p2c_index_ptr + (offs_m[None, :] - cols[:, None] + (L - 1)), mask=pair_valid_t,
-                              other=0)
-            p2c_rows = p2c_ptr + b * stride_pb + h * stride_ph + cols[:, None] * stride_pl
-            s += tl.trans(tl.load(p2c_rows + p2c_pos, mask=pair_valid_t, other=0.0)).to(tl.float32)
-        s = tl.where(col_valid[None, :], s * scale_log2e, float("-inf"))
-
-        # Every visited block has a real key (start_n < length), so m_new is finite in every row.
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + cols[:, None] * stride_vl + offs_d[None, :], mask=col_valid[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+    if CAUSAL:
+        # Key blocks wholly before the query block's first row: every key real and visible, no masks.
+        below_end = tl.minimum((start_m // BLOCK_N) * BLOCK_N, kv_end)
+        for start_n in range(0, below_end, BLOCK_N):
+            acc, l_i, m_i = _attend_key_block(
+                acc, l_i, m_i, q, start_n, offs_m, offs_n, offs_d, row_valid, length, k_base, v_base,
+                c2p_ptr, p2c_ptr, c2p_index_rev_ptr, p2c_index_ptr, scale_log2e, b, h, L,
+                stride_kl, stride_vl, stride_cb, stride_ch, stride_cl, stride_pb, stride_ph, stride_pl,
+                HAS_C2P, HAS_P2C, DOT_PRECISION, False, False)
+        # The diagonal: up to the block's last row; blocks wholly after it are never visited.
+        for start_n in range(below_end, tl.minimum(start_m + BLOCK_M, kv_end), BLOCK_N):
+            acc, l_i, m_i = _attend_key_block(
+                acc, l_i, m_i, q, start_n, offs_m, offs_n, offs_d, row_valid, length, k_base, v_base,
+                c2p_ptr, p2c_ptr, c2p_index_rev_ptr, p2c_index_ptr, scale_log2e, b, h, L,
+                stride_kl, stride_vl, stride_cb, stride_ch, stride_cl, stride_pb, stride_ph, stride_pl,
+                HAS_C2P, HAS_P2C, DOT_PRECISION, True, True)
+    else:
+        for start_n in range(0, kv_end, BLOCK_N):
+            acc, l_i, m_i = _attend_key_block(
+                acc, l_i, m_i, q, start_n, offs_m, offs_n, offs_d, row_valid, length, k_base, v_base,
+                c2p_ptr, p2c_ptr, c2p_index_rev_ptr, p2c_index_ptr, scale_log2e, b, h, L,
+                stride_kl, stride_vl, stride_cb, stride_ch, stride_cl, stride_pb, stride_ph, stride_pl,
+                HAS_C2P, HAS_P2C, DOT_PRECISION, True, False)
 
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     out = tl.where(row_valid[:, None], acc / l_safe[:, None], 0.0)
@@ -126,7 +188,7 @@ def prune_gpu_configs(configs: list[triton.Config], named_args: dict, **kwargs: 
 
 # The compiled kernel behind the autotuner (None under the interpreter); tests may narrow its configs.
 autotuner = None if _INTERPRETED else triton.autotune(
-    configs=GPU_CONFIGS, key=["L_KEY", "HEAD_DIM", "HAS_C2P", "HAS_P2C"],
+    configs=GPU_CONFIGS, key=["L_KEY", "HEAD_DIM", "HAS_C2P", "HAS_P2C", "CAUSAL"],
     prune_configs_by={"early_config_prune": prune_gpu_configs})(_attention_kernel)
 
 
@@ -149,28 +211,41 @@ def _check_relative(name: str, rel: torch.Tensor | None, index: torch.Tensor | N
     return rel, index.to(torch.int32).contiguous()
 
 
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """q [B, H, L, D]; k and v one [B, Hkv, L, D] shape with H % Hkv == 0; one dtype."""
+    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape or k.shape[0] != q.shape[0] \
+            or tuple(k.shape[2:]) != tuple(q.shape[2:]):
+        raise ValueError(f"attention: q must be [B, H, L, D] and k, v one [B, Hkv, L, D] shape, got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    heads, kv_heads = q.shape[1], k.shape[1]
+    if kv_heads == 0 or heads % kv_heads != 0:
+        raise ValueError(f"attention: query heads ({heads}) must be a multiple of key/value heads ({kv_heads})")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"attention: q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, scale: float,
               c2p: torch.Tensor | None = None, p2c: torch.Tensor | None = None,
               c2p_index: torch.Tensor | None = None, p2c_index: torch.Tensor | None = None, *,
-              out: torch.Tensor | None = None) -> torch.Tensor:
-    """Softmax attention of right-padded sequences, optionally with DeBERTa's c2p/p2c terms (Triton).
+              out: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    """Softmax attention of right-padded sequences, optionally causal, with grouped-query heads, or with
+    DeBERTa's c2p/p2c terms (Triton).
 
-    q, k, v: [B, H, L, D], last dim contiguous, D in (16, 32, 64, 128); lengths: [B] real tokens per row.
+    q: [B, H, L, D]; k, v: [B, Hkv, L, D] with H % Hkv == 0 (query head h reads key/value head
+    h // (H // Hkv); Hkv == H is plain multi-head attention); last dims contiguous, D in (16, 32, 64, 128);
+    lengths: [B] real tokens per row. causal: query i sees keys j <= i only.
     c2p, p2c: [B, H, L, P] (``q @ pos_key^T`` and ``k @ pos_query^T``) with int32 tables of 2L - 1 entries
     (see ``kernels.relative_position.relative_index_tables``); table entries must lie in [0, P).
     Returns [B, H, L, D] in q's dtype, zeros at padded query rows. Unless ``out`` is given, the result is a
     view of a [B, L, H, D] buffer, so ``result.transpose(1, 2).reshape(B, L, H * D)`` costs no copy.
     """
-    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(f"attention: q, k, v must share one [B, H, L, D] shape, got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    _check_qkv(q, k, v)
     batch, heads, length, head_dim = q.shape
+    kv_heads = k.shape[1]
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"attention: head dim {head_dim} not supported (one of {HEAD_DIMS})")
     if lengths.shape != (batch,):
         raise ValueError(f"attention: lengths must be [B] = [{batch}], got {tuple(lengths.shape)}")
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"attention: q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
     c2p, c2p_index = _check_relative("c2p", c2p, c2p_index, (batch, heads, length))
     p2c, p2c_index = _check_relative("p2c", p2c, p2c_index, (batch, heads, length))
     check_devices("attention", _INTERPRETED, {"q": q, "k": k, "v": v, "lengths": lengths, "c2p": c2p,
@@ -196,7 +271,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
             *c2p_arg.stride()[:3], *p2c_arg.stride()[:3])
     flags = {"HEAD_DIM": head_dim, "HAS_C2P": c2p is not None, "HAS_P2C": p2c is not None,
-             "DOT_PRECISION": dot_precision(q.dtype)}
+             "DOT_PRECISION": dot_precision(q.dtype), "CAUSAL": bool(causal), "KV_GROUP": heads // kv_heads}
     if autotuner is None:
         _attention_kernel[grid](*args, **flags, **_INTERPRETER_META)
     elif q.dtype == torch.float32:
@@ -208,10 +283,19 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, scale: float,
                         c2p: torch.Tensor | None = None, p2c: torch.Tensor | None = None,
-                        c2p_index: torch.Tensor | None = None, p2c_index: torch.Tensor | None = None) -> torch.Tensor:
-    """``attention`` in plain PyTorch: dense fp32 scores [B, H, L, L], masked softmax; output in q's dtype."""
-    batch, heads, length, _ = q.shape
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2))
+                        c2p_index: torch.Tensor | None = None, p2c_index: torch.Tensor | None = None, *,
+                        causal: bool = False) -> torch.Tensor:
+    """``attention`` in plain PyTorch: dense fp32 scores [B, H, L, L], masked softmax; output in q's dtype.
+
+    Differentiable, and its gradients stay finite (a row with no visible key, length 0, gets zeros), so it
+    serves as the training path. Grouped k and v are broadcast over their query heads, not copied.
+    """
+    _check_qkv(q, k, v)
+    batch, heads, length, head_dim = q.shape
+    group = heads // k.shape[1]
+    # [B, Hkv, G, L, D] @ [B, Hkv, 1, D, L]: query head h = kv head * G + g, as h // G in the kernel.
+    grouped_q = q.float().reshape(batch, k.shape[1], group, length, head_dim)
+    scores = torch.matmul(grouped_q, k.float().transpose(-1, -2)[:, :, None]).reshape(batch, heads, length, length)
     positions = torch.arange(length, device=q.device)
     distance = positions[:, None] - positions[None, :] + length - 1  # [i, j] -> i - j + L - 1
     full = (batch, heads, length, length)
@@ -223,7 +307,12 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
         scores = scores + torch.gather(p2c.float(), -1, p2c_pos.T.expand(full)).transpose(-1, -2)
     lengths = lengths.to(q.device).long().clamp(0, length)
     valid = positions[None, :] < lengths[:, None]  # [B, L]
-    scores = (scores * scale).masked_fill(~valid[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    out = torch.matmul(probs, v.float())
-    return out.masked_fill(~valid[:, None, :, None], 0.0).to(q.dtype)  # also clears NaN rows of length 0
+    visible = valid[:, None, None, :]  # [B, 1, 1 or L, L]
+    if causal:
+        visible = visible & (positions[None, :] <= positions[:, None])
+    # The most negative finite float, not -inf: a row with no visible key then softmaxes to finite (uniform)
+    # values instead of NaN, whose gradients would poison the training path; the row is zeroed below.
+    scores = (scores * scale).masked_fill(~visible, torch.finfo(torch.float32).min)
+    probs = torch.softmax(scores, dim=-1).reshape(batch, k.shape[1], group, length, length)
+    out = torch.matmul(probs, v.float()[:, :, None]).reshape(batch, heads, length, head_dim)
+    return out.masked_fill(~valid[:, None, :, None], 0.0).to(q.dtype)

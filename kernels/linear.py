@@ -2,7 +2,8 @@
 
 ``weight`` is [N, K] as in ``torch.nn.Linear``. Programs walk the output tiles in groups of GROUP_M tile rows
 (so neighbouring programs share x and weight tiles in L2), accumulate in fp32 and write once in x's dtype.
-Activations: None, "gelu" (exact, erf: BERT/DeBERTa's hidden_act "gelu"), "gelu_tanh", "tanh".
+Activations: None, "gelu" (exact, erf: BERT/DeBERTa's hidden_act "gelu"), "gelu_tanh", "tanh", "relu2"
+(relu(x)^2: Nemotron-H's MLP, transformers' ReLUSquaredActivation).
 ``linear_reference`` is the same in PyTorch.
 """
 
@@ -14,7 +15,7 @@ import triton.language as tl
 
 from kernels.runtime import check_devices, dot_precision, is_interpreted, next_power_of_two
 
-ACTIVATIONS = (None, "gelu", "gelu_tanh", "tanh")
+ACTIVATIONS = (None, "gelu", "gelu_tanh", "tanh", "relu2")
 
 
 @triton.jit
@@ -75,6 +76,9 @@ def _linear_kernel(
         acc = 0.5 * acc * (1.0 + _tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
     elif ACTIVATION == "tanh":
         acc = _tanh(acc)
+    elif ACTIVATION == "relu2":
+        acc = tl.maximum(acc, 0.0)
+        acc = acc * acc
 
     out_ptrs = out_ptr + rows.to(tl.int64)[:, None] * stride_om + cols[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (cols[None, :] < N))
@@ -102,8 +106,9 @@ GPU_CONFIGS = [
 
 def prune_gpu_configs(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
     """With an activation, keep tiles of <= 64 fp32 accumulators per thread: the epilogue's temporaries made
-    larger ones spill (sm_90 builds with GELU: 128x256 and 256x128 with 8 warps, 128x128 with 4 warps)."""
-    if kwargs.get("ACTIVATION", "none") == "none":
+    larger ones spill (sm_90 builds with GELU: 128x256 and 256x128 with 8 warps, 128x128 with 4 warps).
+    relu2 works in place on the accumulator: every config built for sm_90 without a spill, so all stay."""
+    if kwargs.get("ACTIVATION", "none") in ("none", "relu2"):
         return configs
     return [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 32 * c.num_warps]
 
@@ -119,7 +124,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """activation(x @ weight^T + bias) (Triton), x: [..., K], weight: [N, K], bias: [N]; returns [..., N].
 
     fp32 accumulation, result in x's dtype (or written into ``out``, a contiguous [..., N] tensor).
-    ``activation``: None, "gelu" (exact erf GELU), "gelu_tanh" or "tanh".
+    ``activation``: None, "gelu" (exact erf GELU), "gelu_tanh", "tanh" or "relu2" (relu(x)^2).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"linear: activation {activation!r} not one of {ACTIVATIONS}")
@@ -178,4 +183,6 @@ def linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         y = torch.nn.functional.gelu(y, approximate="tanh")
     elif activation == "tanh":
         y = torch.tanh(y)
+    elif activation == "relu2":
+        y = torch.relu(y).square()
     return y.to(x.dtype)

@@ -223,8 +223,14 @@ def deberta_case(dtype: torch.dtype) -> tuple[list[torch.Tensor | None], list[in
     return [q, k, v, lens, c2p, p2c, c2p_index, p2c_index], lengths
 
 
-@pytest.mark.parametrize("config", kernels.attention.GPU_CONFIGS, ids=str)
-@pytest.mark.parametrize("relative", [False, True])
+# Each config the autotuner may launch: all of them without relative terms, the unpruned ones with them (a test
+# that forces a pruned config would check a kernel no caller ever runs).
+LAUNCHABLE = [(c, False) for c in kernels.attention.GPU_CONFIGS] + [
+    (c, True) for c in kernels.attention.prune_gpu_configs(kernels.attention.GPU_CONFIGS, {}, HAS_C2P=True,
+                                                           HAS_P2C=True)]
+
+
+@pytest.mark.parametrize(("config", "relative"), LAUNCHABLE, ids=str)
 def test_each_gpu_config_matches_reference(config: object, relative: bool) -> None:
     (q, k, v, lens, c2p, p2c, c2p_index, p2c_index), lengths = deberta_case(TILE_DTYPE)
     if not relative:
@@ -247,3 +253,127 @@ def test_autotuned_attention_matches_reference() -> None:
     with only_configs(kernels.attention.autotuner, kernels.attention.GPU_CONFIGS):
         out = attention(q, k, v, lens, scale, c2p, p2c, c2p_index, p2c_index)
     check_output(out, ref, lengths, "autotuned")
+
+
+# Causal, grouped-query attention (the decoder form: Nemotron-H's attention layers, no position encoding).
+
+def grouped_qkv(batch: int, heads: int, kv_heads: int, length: int, head_dim: int,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q [B, H, L, D] and k, v [B, Hkv, L, D] as strided views of one fused [B, L, H + 2 Hkv, D] projection."""
+    fused = randn(batch, length, heads + 2 * kv_heads, head_dim, dtype=dtype)
+    q, k, v = fused.split([heads, kv_heads, kv_heads], dim=2)
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+
+def sdpa_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int], scale: float,
+                   causal: bool) -> torch.Tensor:
+    """torch's SDPA in fp32 with k, v repeated per query head and an explicit causal + key-padding mask."""
+    group = q.shape[1] // k.shape[1]
+    length = q.shape[2]
+    positions = torch.arange(length, device=q.device)
+    lens = torch.tensor(lengths, device=q.device)
+    visible = (positions[None, :] < lens[:, None])[:, None, None, :]
+    if causal:
+        visible = visible & (positions[None, :] <= positions[:, None])
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float().repeat_interleave(group, 1), v.float().repeat_interleave(group, 1),
+        attn_mask=visible, scale=scale)
+    valid = positions[None, :] < lens[:, None]
+    return out.masked_fill(~valid[:, None, :, None], 0.0)  # SDPA's padded rows carry no meaning
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])  # H = 4: multi-query, grouped, multi-head
+@pytest.mark.parametrize(("head_dim", "length", "lengths"), [
+    (16, 37, [37, 1, 20, 33]),    # ragged, L not a multiple of any block
+    (32, 50, [50, 50]),           # no padding
+    (128, 45, [45, 13]),          # the 8B model's head dim
+])
+def test_causal_grouped_attention_matches_reference(dtype: torch.dtype, causal: bool, kv_heads: int, head_dim: int,
+                                                    length: int, lengths: list[int]) -> None:
+    heads = 4
+    q, k, v = grouped_qkv(len(lengths), heads, kv_heads, length, head_dim, dtype)
+    lens = torch.tensor(lengths, dtype=torch.int32, device=DEVICE)
+    scale = head_dim ** -0.5
+    ref = attention_reference(*as_fp32(q, k, v), lens, scale, causal=causal)
+    what = f"causal={causal} H={heads} Hkv={kv_heads} D={head_dim} L={length} {dtype}"
+    assert_matches(ref, sdpa_reference(q, k, v, lengths, scale, causal), f"reference vs SDPA, {what}")
+
+    out = poisoned((len(lengths), length, heads, head_dim), dtype).transpose(1, 2)
+    attention(q, k, v, lens, scale, out=out, causal=causal)
+    check_output(out, ref, lengths, what)
+
+
+def test_causal_reference_is_sdpa_is_causal() -> None:
+    """Full rows: the causal reference is torch's own is_causal attention, grouped heads through enable_gqa."""
+    q, k, v = grouped_qkv(2, 8, 2, 70, 32, torch.float32)
+    lens = torch.tensor([70, 70], device=DEVICE)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.2, enable_gqa=True)
+    assert_matches(attention_reference(q, k, v, lens, 0.2, causal=True), expected, "reference vs SDPA is_causal")
+    assert_matches(attention(q, k, v, lens, 0.2, causal=True), expected, "kernel vs SDPA is_causal")
+
+
+def test_causal_rows_ignore_later_and_padded_tokens() -> None:
+    """Causal: changing token t (or padding, here NaN) changes no output row before t."""
+    batch, heads, kv_heads, length, head_dim = 2, 4, 2, 41, 32
+    lengths = [41, 26]
+    q, k, v = grouped_qkv(batch, heads, kv_heads, length, head_dim, torch.float32)
+    lens = torch.tensor(lengths, dtype=torch.int32, device=DEVICE)
+    before = attention(q, k, v, lens, 0.3, causal=True)
+    for b, n in enumerate(lengths):
+        for t in (q, k, v):
+            t[b, :, n:] = float("nan")
+    q[0, :, 30:], k[0, :, 30:], v[0, :, 30:] = (randn(heads, 11, head_dim), randn(kv_heads, 11, head_dim),
+                                                randn(kv_heads, 11, head_dim))
+    after = attention(q, k, v, lens, 0.3, causal=True)
+    assert torch.equal(after[0, :, :30], before[0, :, :30])
+    assert torch.equal(after[1], before[1])
+
+
+def causal_case(dtype: torch.dtype) -> tuple[list[torch.Tensor], list[int]]:
+    """A fresh padded grouped batch at 8B-like head size (H = 4, Hkv = 2, D = 128, L = 200)."""
+    lengths = [200, 57, 1, 130]
+    q, k, v = grouped_qkv(len(lengths), 4, 2, 200, 128, dtype)
+    return [q, k, v, torch.tensor(lengths, dtype=torch.int32, device=DEVICE)], lengths
+
+
+@pytest.mark.parametrize("config", kernels.attention.GPU_CONFIGS, ids=str)
+def test_each_gpu_config_matches_reference_causal(config: object) -> None:
+    """Every tile config's diagonal split (BLOCK_M / BLOCK_N masked blocks) and unmasked blocks below it."""
+    (q, k, v, lens), lengths = causal_case(TILE_DTYPE)
+    ref = attention_reference(*as_fp32(q, k, v), lens, 128 ** -0.5, causal=True)
+    with gpu_tile_config(kernels.attention, config):
+        out = poisoned(tuple(q.shape), q.dtype)
+        attention(q, k, v, lens, 128 ** -0.5, out=out, causal=True)
+    check_output(out, ref, lengths, f"causal config {config}")
+
+
+def test_autotuned_causal_attention_matches_reference() -> None:
+    """Causal GQA through the public entry point, autotuned in bf16 on a GPU (its own autotune key)."""
+    (q, k, v, lens), lengths = causal_case(torch.bfloat16 if ON_GPU else TILE_DTYPE)
+    ref = attention_reference(*as_fp32(q, k, v), lens, 128 ** -0.5, causal=True)
+    with only_configs(kernels.attention.autotuner, kernels.attention.GPU_CONFIGS):
+        out = attention(q, k, v, lens, 128 ** -0.5, causal=True)
+    check_output(out, ref, lengths, "autotuned causal")
+
+
+def test_reference_gradients_are_finite_with_empty_rows() -> None:
+    """The reference is the training path: a length-0 row must not turn gradients into NaN."""
+    q, k, v = (t.detach().requires_grad_() for t in grouped_qkv(2, 4, 2, 9, 16, torch.float32))
+    lens = torch.tensor([0, 6], device=DEVICE)
+    for causal in (False, True):
+        out = attention_reference(q, k, v, lens, 0.25, causal=causal)
+        assert (out[0] == 0).all()
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+        assert all(torch.isfinite(g).all() for g in grads), f"causal={causal}: non-finite gradients"
+
+
+def test_grouped_attention_rejects_bad_heads() -> None:
+    lens = torch.tensor([8, 8], dtype=torch.int32, device=DEVICE)
+    q, k, v = grouped_qkv(2, 6, 4, 8, 16, torch.float32)
+    for fn in (attention, attention_reference):
+        with pytest.raises(ValueError, match="multiple of key/value heads"):
+            fn(q, k, v, lens, 1.0)
+        with pytest.raises(ValueError, match="one \\[B, Hkv, L, D\\] shape"):
+            fn(q, k, v[:, :2], lens, 1.0)

@@ -62,7 +62,7 @@ def test_linear_gelu_matches_reference(dtype: torch.dtype, lead: tuple[int, ...]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("activation", "with_bias"), [(None, True), (None, False), ("gelu_tanh", True),
-                                                       ("tanh", False)])
+                                                       ("tanh", False), ("relu2", False), ("relu2", True)])
 def test_linear_activations_match_reference(dtype: torch.dtype, activation: str | None, with_bias: bool) -> None:
     check_linear((37,), 50, 70, activation, dtype, with_bias)
     check_linear((2, 33), 64, 48, activation, dtype, with_bias)
@@ -89,6 +89,16 @@ def test_linear_gelu_is_torch_gelu() -> None:
     assert_matches(linear(big, torch.eye(16, device=x.device), activation="tanh"), torch.tanh(big), "tanh tails")
 
 
+def test_linear_relu2_is_nemotron_h_relu_squared() -> None:
+    """relu2 is relu(x)^2 (transformers' ReLUSquaredActivation, Nemotron-H's MLP): zero for x <= 0."""
+    x = randn(20, 32, scale=2.0)
+    x[0, :4] = torch.tensor([-1.0, 0.0, 1.5, 3.0])
+    weight = torch.eye(32, device=x.device)
+    out = linear(x, weight, activation="relu2")
+    assert_matches(out, torch.relu(x) ** 2, "relu2")
+    assert out[0, :4].tolist() == [0.0, 0.0, 2.25, 9.0]
+
+
 def test_linear_rejects_bad_arguments() -> None:
     x, weight = randn(4, 16), randn(8, 16)
     with pytest.raises(ValueError, match="activation 'relu'"):
@@ -101,7 +111,7 @@ def test_linear_rejects_bad_arguments() -> None:
 
 
 @pytest.mark.parametrize("config", kernels.linear.GPU_CONFIGS, ids=str)
-@pytest.mark.parametrize("activation", [None, "gelu"])
+@pytest.mark.parametrize("activation", [None, "gelu"] + (["relu2"] if ON_GPU else []))  # relu2 is not pruned
 def test_each_gpu_config_matches_reference(config: object, activation: str | None) -> None:
     with gpu_tile_config(kernels.linear, config):
         check_linear((2, 300), 768, 1000, activation, TILE_DTYPE)  # ragged M and N, whole K tiles
