@@ -8,6 +8,8 @@ from classifiers.annotate import EduAnnotator
 from classifiers.encoder_stage import EncoderClassifier
 from classifiers.ensemble import QualityEnsemble
 from classifiers.fasttext_stage import FastTextQualityScore
+from classifiers.perplexity_stage import PerplexityScore
 from curator.stage import Stage
 
-STAGES: tuple[type[Stage], ...] = (EduAnnotator, EncoderClassifier, FastTextQualityScore, QualityEnsemble)
+STAGES: tuple[type[Stage], ...] = (EduAnnotator, EncoderClassifier, FastTextQualityScore, QualityEnsemble,
+                                   PerplexityScore)

@@ -16,6 +16,7 @@ from stages.langid import LanguageId
 from stages.math_cleanup import MathCleanup
 from stages.math_detect import MathDetect
 from stages.math_extract import MathExtractor
+from stages.perplexity_filter import PerplexityFilter
 from stages.rephrase import Rephrase
 from stages.score_subset import ScoreAtLeast
 from stages.token_count import TokenCount
@@ -27,4 +28,5 @@ STAGES: tuple[type[Stage], ...] = (
     WarcReader, HtmlDecoder, TextExtractor, LanguageId, UnicodeFixer, HtmlToText, ExactDedup, FuzzyDedup, Identity,
     GopherQuality, GopherRepetition, C4Quality, FineWebQuality, Decontaminate, Rephrase,
     MathDetect, UrlListFilter, MathExtractor, MathCleanup, ScoreAtLeast, TokenCount, Blend,
+    PerplexityFilter,
 )
