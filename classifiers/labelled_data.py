@@ -100,9 +100,9 @@ def _open_text(path: Path) -> IO[str]:
     return open(path, encoding="utf-8")
 
 
-def _read_jsonl(path: Path, text_column: str, label_column: str) -> Iterator[LabelledRecord]:
-    seen = {text_column: False, label_column: False}
-    first_keys: list[str] | None = None
+def json_records(path: Path, error: type[ValueError] = LabelledDataError) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for each non-blank line of a JSONL file (gzip or not); a line that is not a JSON
+    object, or a file that cannot be read, raises ``error`` naming the file and the line."""
     line_no = 0
     try:
         with _open_text(path) as lines:
@@ -112,18 +112,23 @@ def _read_jsonl(path: Path, text_column: str, label_column: str) -> Iterator[Lab
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise LabelledDataError(f"{path}:{line_no}: not valid JSON ({exc.msg} at character "
-                                            f"{exc.pos + 1})") from exc
+                    raise error(f"{path}:{line_no}: not valid JSON ({exc.msg} at character {exc.pos + 1})") from exc
                 if not isinstance(record, dict):
-                    raise LabelledDataError(f"{path}:{line_no}: expected a JSON object, got "
-                                            f"{type(record).__name__}")
-                if first_keys is None:
-                    first_keys = list(record)
-                for column in seen:
-                    seen[column] = seen[column] or column in record
-                yield LabelledRecord(record.get(text_column), record.get(label_column), f"{path}:{line_no}")
+                    raise error(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+                yield line_no, record
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
-        raise LabelledDataError(f"{path}:{line_no + 1}: cannot read: {type(exc).__name__}: {exc}") from exc
+        raise error(f"{path}:{line_no + 1}: cannot read: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_jsonl(path: Path, text_column: str, label_column: str) -> Iterator[LabelledRecord]:
+    seen = {text_column: False, label_column: False}
+    first_keys: list[str] | None = None
+    for line_no, record in json_records(path):
+        if first_keys is None:
+            first_keys = list(record)
+        for column in seen:
+            seen[column] = seen[column] or column in record
+        yield LabelledRecord(record.get(text_column), record.get(label_column), f"{path}:{line_no}")
     if first_keys is None:
         return  # an empty file has no records and no columns to check
     missing = [column for column, found in seen.items() if not found]

@@ -41,25 +41,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from scripts.hplt_inspection import hplt_rows  # noqa: E402
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "quality" / "hplt-v2-inspection"
 OUT = REPO / "models" / "quality"
 ENCODER = REPO / "models" / "all-minilm-l6-v2"
 
 log = logging.getLogger("curator.build_quality_models")
-
-
-def hplt_rows(data: Path) -> list[dict]:
-    """The inspection set as ``{text, label}`` rows (``hq`` or ``lq``)."""
-    path = data / "annotated_round1.jsonl.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (the HPLT inspection set of ../shared/data; pass --data)")
-    rows = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            bad = bool(r.get("porn")) or bool(r.get("unnatural")) or str(r.get("lang_correct")) == "0"
-            rows.append({"text": r["text"], "label": "lq" if bad else "hq"})
-    return rows
 
 
 def math_rows(data: Path, web_rows: list[dict], per_class: int = 400, seed: int = 0) -> list[tuple[str, float]]:
