@@ -16,13 +16,14 @@ A null text gets null columns (never a made-up score); such rows are counted in 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, PrivateAttr, model_validator
 
-from curator.stage import MapStage, PathParam
+from curator.columns import put_column
+from curator.stage import MapStage, PathParam, Resources
 
 log = logging.getLogger("classifiers.encoder")
 
@@ -32,6 +33,7 @@ class EncoderClassifier(MapStage):
 
     name = "classify.encoder"
     requires = ("text",)
+    resources: ClassVar[Resources] = Resources(gpus=1)
 
     model_path: PathParam = Field(..., description=(
         "Checkpoint folder: config.json, model.safetensors (with a head) and tokenizer.json; relative to the "
@@ -53,6 +55,7 @@ class EncoderClassifier(MapStage):
         "default: the class index."))
 
     _scorer: Any = PrivateAttr(default=None)
+    unpicklable: ClassVar[tuple[str, ...]] = ("_scorer",)
 
     @model_validator(mode="after")
     def _check(self) -> EncoderClassifier:
@@ -60,12 +63,9 @@ class EncoderClassifier(MapStage):
             raise ValueError(f"integer_range {list(self.integer_range)}: lower bound above upper bound")
         return self
 
-    def __getstate__(self) -> dict[Any, Any]:
-        state = super().__getstate__()
-        private = dict(state.get("__pydantic_private__") or {})
-        private["_scorer"] = None  # workers load the model in setup()
-        state["__pydantic_private__"] = private
-        return state
+    def task_resources(self) -> Resources:
+        """A GPU per task, unless the stage is pinned to the CPU (``device: cpu``)."""
+        return Resources(gpus=0) if self.device == "cpu" else self.resources
 
     def required_columns(self) -> tuple[str, ...]:
         return (self.column,)
@@ -138,15 +138,9 @@ class EncoderClassifier(MapStage):
                     label[row] = labels[best]
         valid = np.zeros(n, bool)
         valid[present] = True
-        out = _put(batch, self.output, pa.array(score, pa.float32(), mask=~valid))
+        out = put_column(batch, self.output, pa.array(score, pa.float32(), mask=~valid))
         if self.integer_range is not None:
             lo, hi = self.integer_range
             ints = np.clip(np.rint(np.nan_to_num(score)), lo, hi).astype(np.int8)
-            out = _put(out, f"{self.output}_int", pa.array(ints, pa.int8(), mask=~valid))
-        return _put(out, f"{self.output}_label", pa.array(label, pa.string()))
-
-
-def _put(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, column)
-    return table.append_column(name, column)
+            out = put_column(out, f"{self.output}_int", pa.array(ints, pa.int8(), mask=~valid))
+        return put_column(out, f"{self.output}_label", pa.array(label, pa.string()))

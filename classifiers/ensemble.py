@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from classifiers.percentiles import PERCENTILES, SortedScores, ThresholdSearch, bucketize
 from classifiers.quality_labels import LABEL_BUCKETS, NUM_BUCKETS, label_counts, labels_of
+from curator.columns import put_column
 from curator.global_run import GlobalRun
 from curator.plan import ENSEMBLE_SUMMARY, ShardTask
 from curator.stage import GlobalStage, PathParam, ShardStats, split_counted
@@ -225,16 +226,10 @@ def add_quality_columns(batch: pa.Table, classifiers: list[ClassifierScore], art
         buckets = bucketize(oriented_scores(batch.column(c.column), c.invert, c.column),
                             entry.internal_thresholds())
         per_classifier.append(buckets)
-        out = _put_column(out, c.bucket_column, pa.array(buckets, pa.int8(), mask=buckets < 0))
+        out = put_column(out, c.bucket_column, pa.array(buckets, pa.int8(), mask=buckets < 0))
     best = np.max(np.stack(per_classifier), axis=0) if batch.num_rows else np.zeros(0, np.int8)
-    out = _put_column(out, "quality_bucket", pa.array(best, pa.int8(), mask=best < 0))
-    return _put_column(out, "quality_label", labels_of(best))
-
-
-def _put_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, values)
-    return table.append_column(name, values)
+    out = put_column(out, "quality_bucket", pa.array(best, pa.int8(), mask=best < 0))
+    return put_column(out, "quality_label", labels_of(best))
 
 
 def _score_file(work_dir: str, shard: int) -> str:

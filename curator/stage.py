@@ -77,7 +77,11 @@ class Resources:
 
     cpus: float = 1.0
     gpus: float = 0.0
+    """GPUs per task: above 0 the task asks Dask for the worker resource ``GPU``."""
     memory_gb: float = 2.0
+    cpu_fallback: bool = True
+    """A GPU stage that can also run on a CPU worker (its PyTorch path); False: without a GPU
+    worker the run refuses to start."""
 
 
 @dataclass
@@ -168,6 +172,17 @@ class Stage(BaseModel):
     removes: ClassVar[tuple[str, ...]] = ()
     """Columns the stage removes."""
     resources: ClassVar[Resources] = Resources()
+    unpicklable: ClassVar[tuple[str, ...]] = ()
+    """Private attributes (loaded models, big lookup tables) sent to workers as None: each worker's
+    ``setup()`` loads its own."""
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        if self.unpicklable:
+            private = dict(state.get("__pydantic_private__") or {})
+            private.update(dict.fromkeys(self.unpicklable))
+            state["__pydantic_private__"] = private
+        return state
 
     @classmethod
     def summary(cls) -> str:

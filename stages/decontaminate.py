@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from curator.columns import put_column
 from curator.global_run import GlobalRun
 from curator.plan import CONTAMINATION_REPORT, ShardTask
 from curator.stage import DROP_REASON, GlobalStage, PathParam, ShardStats, split_counted, split_drops
@@ -301,8 +302,8 @@ class Decontaminate(GlobalStage):
         """Stage-level API: ``batch`` with the two columns (and ``drop_reason`` in remove mode)."""
         matches = self.match(batch.column(self.column))
         assert self._labels is not None
-        out = _set_column(batch, CONTAMINATION, matches.contamination(self._labels))
-        out = _set_column(out, NGRAMS, pa.array(matches.ngrams, pa.int32()))
+        out = put_column(batch, CONTAMINATION, matches.contamination(self._labels))
+        out = put_column(out, NGRAMS, pa.array(matches.ngrams, pa.int32()))
         if self.mode == "remove":
             out = out.append_column(DROP_REASON, self.reasons(matches))
         return out
@@ -376,12 +377,6 @@ class Decontaminate(GlobalStage):
             "index_ngrams": summaries[0]["index_ngrams"] if summaries else None,
             "docs_scanned": docs, "docs_contaminated": contaminated, "benchmarks": out,
         }
-
-
-def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, values)
-    return table.append_column(name, values)
 
 
 # ---------------------------------------------------------------------- worker side
@@ -475,8 +470,8 @@ def _output_shard(task: ShardTask, input_path: str, match_path: str, params: dic
             ngrams[here] = ngrams_found[lo:hi]
             offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
             contamination = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), part.flatten())
-            out = _set_column(batch, CONTAMINATION, contamination)
-            out = _set_column(out, NGRAMS, pa.array(ngrams, pa.int32()))
+            out = put_column(batch, CONTAMINATION, contamination)
+            out = put_column(out, NGRAMS, pa.array(ngrams, pa.int32()))
             if mode == "remove":
                 reasons = np.full(n, None, dtype=object)
                 flagged = here[counts[here] > 0]

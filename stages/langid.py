@@ -12,11 +12,12 @@ prediction, so newlines are replaced by spaces first (it would stop at the first
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
+from curator.columns import put_column
 from curator.stage import DROP_REASON, MapStage, PathParam
 
 LABEL_PREFIX = "__label__"
@@ -58,13 +59,7 @@ class LanguageId(MapStage):
 
     # The loaded model: rebuilt by setup() in each process, never pickled (see __getstate__).
     _model: Any = PrivateAttr(default=None)
-
-    def __getstate__(self) -> dict[Any, Any]:
-        state = super().__getstate__()
-        private = dict(state.get("__pydantic_private__") or {})
-        private["_model"] = None  # a fastText model cannot be pickled; workers call setup()
-        state["__pydantic_private__"] = private
-        return state
+    unpicklable: ClassVar[tuple[str, ...]] = ("_model",)  # a fastText model cannot be pickled
 
     def resolved_model_path(self) -> Path:
         """The model file's absolute path (a relative ``model_path`` is taken from the CWD)."""
@@ -124,13 +119,6 @@ class LanguageId(MapStage):
                 reasons.append(REASON_NOT_ALLOWED)
             else:
                 reasons.append(None)
-        out = _put_column(batch, "lang", pa.array(langs, pa.string()))
-        out = _put_column(out, "lang_score", pa.array(scores, pa.float32()))
-        return _put_column(out, DROP_REASON, pa.array(reasons, pa.string()))
-
-
-def _put_column(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
-    """Append ``column``, or replace the one of that name (a second langid pass over a dataset)."""
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, column)
-    return table.append_column(name, column)
+        out = put_column(batch, "lang", pa.array(langs, pa.string()))
+        out = put_column(out, "lang_score", pa.array(scores, pa.float32()))
+        return put_column(out, DROP_REASON, pa.array(reasons, pa.string()))

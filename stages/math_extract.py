@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import ClassVar
 
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
@@ -53,6 +54,7 @@ class MathExtractor(MapStage):
     lynx_binary: str = Field("lynx", description="The lynx executable (Debian: apt-get install lynx).")
 
     _renderer: LynxRenderer | None = PrivateAttr(default=None)
+    unpicklable: ClassVar[tuple[str, ...]] = ("_renderer",)
 
     def output_columns(self, input_columns: list[str]) -> list[str]:
         cols = [c for c in input_columns if self.keep_html or c != "html"]
@@ -66,13 +68,6 @@ class MathExtractor(MapStage):
     def setup(self) -> None:
         if self._renderer is None:
             self._renderer = LynxRenderer(self.settings())
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        private = dict(state.get("__pydantic_private__") or {})
-        private["_renderer"] = None
-        state["__pydantic_private__"] = private
-        return state
 
     def prepare(self, html: str | None) -> tuple[RecoveredPage | None, str | None]:
         """The page as lynx will see it, or a drop reason."""

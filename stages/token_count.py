@@ -32,7 +32,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 from pydantic import Field, PrivateAttr, model_validator
@@ -190,6 +190,7 @@ class TokenCount(GlobalStage):
         "matches Megatron-LM preprocess_data.py --append-eod."))
 
     _counter: TokenCounter | None = PrivateAttr(default=None)
+    unpicklable: ClassVar[tuple[str, ...]] = ("_counter",)  # a llama.cpp vocabulary cannot be pickled
     _extra_per_document: int = PrivateAttr(default=0)
 
     @model_validator(mode="after")
@@ -205,13 +206,6 @@ class TokenCount(GlobalStage):
         if self.output == self.column:
             raise ValueError(f"output {self.output!r} would overwrite the text column")
         return self
-
-    def __getstate__(self) -> dict[Any, Any]:
-        state = super().__getstate__()
-        private = dict(state.get("__pydantic_private__") or {})
-        private["_counter"] = None  # a llama.cpp vocabulary cannot be pickled; setup() reloads it
-        state["__pydantic_private__"] = private
-        return state
 
     def required_columns(self) -> tuple[str, ...]:
         return (self.column,)

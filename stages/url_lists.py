@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from hashlib import blake2b
-from typing import IO, Any, ClassVar, Literal
+from typing import IO, ClassVar, Literal
 
 import fsspec
 import numpy as np
@@ -237,13 +237,7 @@ class UrlListFilter(FilterStage):
 
     # The loaded list: rebuilt by setup() in each process, never pickled (see __getstate__).
     _urls: UrlSet | None = PrivateAttr(default=None)
-
-    def __getstate__(self) -> dict[Any, Any]:
-        state = super().__getstate__()
-        private = dict(state.get("__pydantic_private__") or {})
-        private["_urls"] = None  # up to hundreds of MB: each worker loads it in setup()
-        state["__pydantic_private__"] = private
-        return state
+    unpicklable: ClassVar[tuple[str, ...]] = ("_urls",)  # up to hundreds of MB
 
     def required_columns(self) -> tuple[str, ...]:
         columns = [self.column]
