@@ -69,8 +69,18 @@ def encoder_model() -> Path:
 
 
 @pytest.fixture(scope="session")
-def quality_models(encoder_model: Path, shared_data: Path) -> Path:
-    """The sample's two quality classifiers (models/quality), trained by scripts/build_quality_models.py if missing."""
+def scorer_model(shared_data: Path) -> Path:
+    """The sample's perplexity scorer (models/scorer/hplt_hybrid), trained by scripts/build_scorer_model.py if
+    missing."""
+    build = load_script("scripts/build_scorer_model.py")
+    build.build(shared_data / "quality" / "hplt-v2-inspection", build.OUT)
+    return build.OUT
+
+
+@pytest.fixture(scope="session")
+def quality_models(encoder_model: Path, shared_data: Path, scorer_model: Path) -> Path:
+    """The sample's two quality classifiers (models/quality), trained by scripts/build_quality_models.py if missing;
+    and its perplexity scorer, which the same pipeline files use."""
     build = load_script("scripts/build_quality_models.py")
     build.build(shared_data / "quality" / "hplt-v2-inspection", build.OUT, encoder_model)
     return build.OUT

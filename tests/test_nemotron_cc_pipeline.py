@@ -14,7 +14,8 @@ from curator.runner import PipelineRunner
 from tests.conftest import REPO, read_dataset
 
 STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "decontaminate",
-          "quality_fasttext", "quality_encoder", "quality", "gopher_quality", "gopher_repetition", "c4", "fineweb")
+          "quality_fasttext", "quality_encoder", "quality", "gopher_quality", "gopher_repetition", "c4", "fineweb",
+          "perplexity", "perplexity_filter")
 LOWER_LABELS = ("low", "medium_low", "medium")
 
 
@@ -71,7 +72,12 @@ def test_on_the_sample_warc(tmp_path: Path, dask_client, lid_model: Path, gguf_m
     assert set(docs.column("lang").to_pylist()) == {"en"}
     assert totals["decode"]["drops"] == {"not_html": 2}
     assert totals["dedup"]["drops"] == {"exact_duplicate": 1}
-    assert docs.num_rows == totals["fineweb"]["docs_out"]
+    assert docs.num_rows == totals["perplexity_filter"]["docs_out"]
+    # Every document has a perplexity; the filter dropped only low / medium_low ones above its threshold.
+    assert all(p is not None and p > 1 for p in docs.column("perplexity").to_pylist())
+    ppl_rejected = tmp_path / "run" / "perplexity_filter" / "_rejected"
+    for row in (pq.read_table(ppl_rejected).to_pylist() if ppl_rejected.exists() else []):
+        assert row["quality_label"] in ("low", "medium_low") and row["perplexity"] > 1500
     # The filters judged only the documents of the lower three labels.
     labels = dict(zip(read_dataset(tmp_path / "run" / "quality").column("id").to_pylist(),
                       read_dataset(tmp_path / "run" / "quality").column("quality_label").to_pylist()))

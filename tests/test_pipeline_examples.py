@@ -51,7 +51,7 @@ def test_nemotron_cc_synthetic_branch_follows_the_recipe(tmp_path: Path, lid_mod
                              overrides=[f"stages.langid.with.model_path={lid_model}"])
     synth = next(s for s in pipeline.stages if s.id == "synth")
     stage = synth.stage
-    assert synth.upstream == ["fineweb"] and synth.keep_rejected
+    assert synth.upstream == ["perplexity_filter"] and synth.keep_rejected
     assert stage.llm.backend == "llama_cpp" and stage.llm.model_path == str(gguf_model)
     assert (stage.temperature, stage.top_p) == (0.5, 0.9)
     assert {t: stage.budget(t) for t in TASK_NAMES} == {"wikipedia": 512, "diverse_qa": 1000, "distill": 2000,
@@ -59,4 +59,5 @@ def test_nemotron_cc_synthetic_branch_follows_the_recipe(tmp_path: Path, lid_mod
     assert stage.tasks_for("low") == ["wikipedia"] and stage.tasks_for("medium") == []
     assert stage.tasks_for("high") == [t for t in TASK_NAMES if t != "wikipedia"]
     assert stage.tasks_for(None) == []
-    assert [(o.name, o.source) for o in pipeline.outputs] == [("documents", "fineweb"), ("synthetic", "synth")]
+    assert [(o.name, o.source) for o in pipeline.outputs] == [("documents", "perplexity_filter"),
+                                                              ("synthetic", "synth")]

@@ -110,7 +110,7 @@ def test_sample_pipeline_end_to_end(tmp_path: Path, dask_client, lid_model: Path
     assert html_has_quality(Path(write_report(str(run))).read_text(), labels)
 
     html = Path(write_report(str(run))).read_text()
-    assert html.count("<svg") == 7 and "Documents out of each stage" in html
+    assert html.count("<svg") == 13 and "Documents out of each stage" in html
     assert "fuzzy_dedup: clusters by size" in html and "1 clusters of near-duplicates holding 2 documents" in html
     for stage in ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "quality_fasttext",
                   "quality_encoder", "quality", "synth"):
