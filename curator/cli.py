@@ -79,17 +79,22 @@ _limit_option = click.option("--limit", type=click.IntRange(min=1), default=None
 @_set_option
 @_limit_option
 @click.option("--run-dir", default=None, help="Where stage outputs go (default: run_dir in the file, else runs/NAME).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Workers of the LocalCluster (default: one per core).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="CPU workers of the LocalCluster (default: one per core not driving a GPU).")
+@click.option("--gpu-workers", type=click.IntRange(min=0), default=None,
+              help="GPU workers of the LocalCluster, each advertising the Dask resource GPU=1 "
+                   "(default: one per visible CUDA device; 0: none).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Run on an existing Dask scheduler (tcp://host:port).")
 @click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False), help="Run on the Dask scheduler of this file.")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True, help="Retries of a failed shard.")
 @click.option("--dashboard-address", default=":8787", show_default=True, help="Dashboard address of the LocalCluster.")
 def run(pipeline_file: str, overrides: tuple[str, ...], limit: int | None, run_dir: str | None,
-        workers: int | None, scheduler: str | None, scheduler_file: str | None, retries: int,
-        dashboard_address: str) -> None:
+        workers: int | None, gpu_workers: int | None, scheduler: str | None, scheduler_file: str | None,
+        retries: int, dashboard_address: str) -> None:
     """Run a pipeline file; a rerun skips every shard already done."""
     from curator.cluster import dask_client
-    from curator.progress import ProgressBoard
+    from curator.gpu_placement import NoGpuWorkerError
+    from curator.progress import ProgressBoard, dashboard_line
     from curator.runner import PipelineRunner
 
     # Importing distributed set its loggers to INFO; their lines would drown the progress display.
@@ -97,10 +102,20 @@ def run(pipeline_file: str, overrides: tuple[str, ...], limit: int | None, run_d
         logging.getLogger("distributed").setLevel(logging.WARNING)
 
     pipeline = _load(pipeline_file, overrides, run_dir, limit)
-    with dask_client(scheduler, scheduler_file, workers, dashboard_address) as client:
+    if (scheduler or scheduler_file) and (workers or gpu_workers is not None):
+        click.echo("curator: --workers and --gpu-workers size a LocalCluster; they are ignored with --scheduler "
+                   "or --scheduler-file", err=True)
+    with dask_client(scheduler, scheduler_file, workers, dashboard_address, gpu_workers) as client:
         click.echo(f"curator: pipeline {pipeline.name}, run dir {pipeline.run_dir}", err=True)
-        click.echo(f"curator: Dask dashboard at {client.dashboard_link}", err=True)
-        result = PipelineRunner(pipeline, client, ProgressBoard(), retries=retries).run()
+        click.echo(dashboard_line(client), err=True)
+        try:
+            # Logs one line per GPU stage (where it runs, or its CPU fallback) before anything runs.
+            result = PipelineRunner(pipeline, client, ProgressBoard(), retries=retries).run()
+        except NoGpuWorkerError as exc:
+            click.echo("curator: cannot start:", err=True)
+            for placement in exc.placements:
+                click.echo(f"  {placement.message}", err=True)
+            sys.exit(EXIT_FAILED)
     if result.ok:
         click.echo(f"curator: done in {result.seconds:.1f}s; outputs:", err=True)
         for output in pipeline.outputs:

@@ -5,27 +5,41 @@ reads, so shards flow through a chain of map stages without waiting for whole st
 stage starts when all its upstream stages are complete and runs its phases from a client thread.
 Tasks return only small stats records; data moves through Parquet files, so a worker holds a few
 batches, never a dataset.
+
+Losing a worker loses nothing: Dask reschedules the shards it was running (a shard whose worker
+died is recomputed from scratch; its half-written temp file is never published) and recomputes the
+results it held, which costs nothing because a shard task whose stats file is already committed
+returns that record instead of redoing the work. A shard that kills ``allowed-failures`` + 1 workers
+(Dask's setting, 3 by default) is reported as failed, like any other failed shard.
+
+GPU stages (``Resources.gpus > 0``) ask Dask for the worker resource ``GPU``; on a cluster without
+such workers they fall back to CPU workers when they allow it, and the run refuses to start when
+one does not (see :mod:`curator.gpu_placement`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-from distributed import Client, Future
+from distributed import Client, Future, KilledWorker
 
 from curator.global_run import GlobalRun
+from curator.gpu_placement import GpuPlacement, NoGpuWorkerError, gpu_capacity, place_gpu_stages, stage_resources
 from curator.pipeline import Pipeline
-from curator.plan import MANIFEST, REJECTED_DIR, STATS_DIR, StagePlan, build_plan, finished_stats
+from curator.plan import MANIFEST, REJECTED_DIR, STATS_DIR, ShardTask, StagePlan, build_plan, finished_stats
 from curator.progress import ProgressBoard
 from curator.stage import ShardStats
-from curator.storage import filesystem, join, list_shards, read_json, remove_temp_files, write_json_atomic
+from curator.storage import (
+    copy_file, filesystem, join, list_shards, read_json, remove_file, remove_temp_files, write_json_atomic,
+)
 from curator.tasks import ShardError, run_map_shard, run_source_shard
 
 log = logging.getLogger("curator.runner")
@@ -59,6 +73,18 @@ class RunResult:
         return not self.failures and all(s.state == "complete" for s in self.stages.values())
 
 
+def run_shard_once(fn: Callable[..., dict[str, Any]], task: ShardTask, *args: Any) -> dict[str, Any]:
+    """Run a shard task unless its stats file already commits it with the expected fingerprint.
+
+    Dask recomputes a finished task whose result was held by a worker that died; the shard is on
+    disk already, so the recomputation returns its record instead of rewriting the shard.
+    """
+    record = finished_stats(task)
+    if record is not None:
+        return record
+    return fn(*args)
+
+
 class PipelineRunner:
     """Runs one pipeline on a Dask client."""
 
@@ -72,12 +98,33 @@ class PipelineRunner:
         self.outcomes = {sid: StageOutcome(sid) for sid in self.plans}
         self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._futures: dict[str, dict[int, Future]] = {}
-        self._gpu_workers = self._count_gpu_workers()
+        # Task keys name the run too: a second run on the same client must not get the first one's results back.
+        self._run_token = uuid.uuid4().hex[:8]
+        self.gpu_placements: dict[str, GpuPlacement] = {
+            p.stage_id: p for p in place_gpu_stages(
+                ((sid, plan.spec.uses, plan.spec.stage) for sid, plan in self.plans.items()), self._gpu_capacity())}
+        """How each GPU-asking stage runs on this cluster, decided before the run starts."""
+
+    def check_gpu_placements(self) -> None:
+        """Log one line per GPU stage saying where it runs; raise :class:`NoGpuWorkerError` when a
+        stage that cannot run on a CPU (and has shards left to do) has no GPU worker."""
+        refused = [p for p in self.gpu_placements.values() if p.action == "refuse" and self._has_work(p.stage_id)]
+        if refused:
+            raise NoGpuWorkerError(refused)
+        for placement in self.gpu_placements.values():
+            if placement.action == "cpu_fallback":
+                log.warning("%s", placement.message)
+            else:
+                log.info("%s", placement.message)
 
     # -- public ---------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        """Run every stage not already done; return the outcome (never raises for shard failures)."""
+        """Run every stage not already done; return the outcome (never raises for shard failures).
+
+        Raises :class:`NoGpuWorkerError` before anything runs when a stage needs a GPU the cluster lacks.
+        """
+        self.check_gpu_placements()
         start = time.monotonic()
         self._write_run_record("running")
         for sid, plan in self.plans.items():
@@ -108,13 +155,9 @@ class PipelineRunner:
 
     def _submit_kwargs(self, plan: StagePlan, depth: int) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"retries": self.retries, "pure": False, "priority": depth}
-        gpus = plan.spec.stage.resources.gpus
-        if gpus > 0:
-            if self._gpu_workers:
-                kwargs["resources"] = {"GPU": gpus}
-            else:
-                log.warning("stage %s asks for a GPU but no worker has one: it runs on CPU through the "
-                            "PyTorch reference path", plan.spec.id)
+        placement = self.gpu_placements.get(plan.spec.id)
+        if placement is not None and placement.submit_resources:
+            kwargs["resources"] = placement.submit_resources
         return kwargs
 
     def _maybe_start(self, sid: str) -> None:
@@ -156,11 +199,13 @@ class PipelineRunner:
                 self._record(sid, task.index, record, skipped=True)
                 continue
             deps = [self._futures[u][i] for u, i in task.upstream if i in self._futures.get(u, {})]
-            key = f"{sid}-{task.name}-{task.fingerprint[:10]}"
+            key = f"{sid}-{task.name}-{task.fingerprint[:10]}-{self._run_token}"
             if plan.spec.kind == "source":
-                fut = self.client.submit(run_source_shard, plan.ref, task, plan.spec.batch_rows, key=key, **kwargs)
+                fut = self.client.submit(run_shard_once, run_source_shard, task, plan.ref, task, plan.spec.batch_rows,
+                                         key=key, **kwargs)
             else:
-                fut = self.client.submit(run_map_shard, plan.ref, task, plan.spec.batch_rows, *deps, key=key, **kwargs)
+                fut = self.client.submit(run_shard_once, run_map_shard, task, plan.ref, task, plan.spec.batch_rows,
+                                         *deps, key=key, **kwargs)
             fut.add_done_callback(lambda f, i=task.index: self._events.put(("shard", sid, i, f)))
             futures[task.index] = fut
         self._futures[sid] = futures
@@ -197,17 +242,18 @@ class PipelineRunner:
         outcome = self.outcomes[sid]
         if kind == "shard":
             index, fut = event[2], event[3]
-            if fut.status == "finished":
-                self._record(sid, index, fut.result(), skipped=False)
-            else:
-                exc = fut.exception()
-                if isinstance(exc, ShardError) and exc.stage_id != sid:
-                    message = f"stage {sid}, shard part-{index:05d}: not run because {exc}"
-                else:
-                    message = str(exc) if isinstance(exc, ShardError) else f"stage {sid}, shard part-{index:05d}: {type(exc).__name__}: {exc}"
+            try:
+                # Waits if the result was lost with a dead worker since the callback and is being recomputed.
+                record = fut.result()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a failed shard is reported, not raised
+                message = shard_failure_message(sid, index, str(fut.key), exc)
                 outcome.failures.append(message)
                 self.progress.shard_failed(sid)
                 log.error("%s", message)
+            else:
+                self._record(sid, index, record, skipped=False)
         elif kind == "output":
             record, skipped = event[2], event[3]
             index = int(str(record["shard"]).split("-")[-1])
@@ -252,17 +298,20 @@ class PipelineRunner:
             outcome.state = "failed"
             return
         outcome.state = "complete"
+        # Temp files of shard attempts whose worker died; every shard is committed by now.
+        remove_temp_files(plan.directory)
         write_manifest(plan, outcome.records)
         self.progress.finish(sid)
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _count_gpu_workers(self) -> int:
-        try:
-            workers = self.client.scheduler_info().get("workers", {})
-        except Exception:  # noqa: BLE001
-            return 0
-        return sum(1 for w in workers.values() if w.get("resources", {}).get("GPU", 0) > 0)
+    def _gpu_capacity(self) -> dict[str, float]:
+        if not any(stage_resources(plan.spec.stage).gpus > 0 for plan in self.plans.values()):
+            return {}
+        return gpu_capacity(self.client)
+
+    def _has_work(self, sid: str) -> bool:
+        return any(finished_stats(t) is None for t in self.plans[sid].shards)
 
     def _write_run_record(self, status: str, result: RunResult | None = None) -> None:
         record: dict[str, Any] = {
@@ -283,6 +332,20 @@ class PipelineRunner:
             record["failures"] = result.failures
             record["seconds"] = round(result.seconds, 3)
         write_json_atomic(join(self.pipeline.run_dir, RUN_RECORD), record)
+
+
+def shard_failure_message(sid: str, index: int, key: str, exc: BaseException) -> str:
+    """The failure line of a shard task: it names the stage, the shard, and why."""
+    where = f"stage {sid}, shard part-{index:05d}"
+    if isinstance(exc, ShardError):
+        return f"{where}: not run because {exc}" if exc.stage_id != sid else str(exc)
+    if isinstance(exc, KilledWorker):
+        if str(exc.task) != key:
+            died = exc.allowed_failures + 1
+            return f"{where}: not run because task {exc.task} failed: {died} workers died running it"
+        return (f"{where}: {exc.allowed_failures + 1} workers died while running it (killed, or out of memory: "
+                "see the workers' logs; Dask's distributed.scheduler.allowed-failures sets how many may)")
+    return f"{where}: {type(exc).__name__}: {exc}"
 
 
 def aggregate(records: dict[int, dict[str, Any]]) -> ShardStats:
@@ -340,16 +403,14 @@ def export_output(plan: StagePlan, dest: str) -> None:
         record = read_json(marker)
         if isinstance(record, dict) and record.get("fingerprint") == task.fingerprint:
             continue
-        src_fs, src_path = filesystem(task.output)
-        tmp = f"{dest_root}/.tmp-export-{os.getpid()}-{task.name}.parquet"
-        with src_fs.open(src_path, "rb") as src, fs.open(tmp, "wb") as dst:
-            while chunk := src.read(16 << 20):
-                dst.write(chunk)
-        fs.mv(tmp, f"{dest_root}/{task.name}.parquet")
+        remove_file(marker)  # uncommitted while its data is replaced
+        copy_file(task.output, join(dest, f"{task.name}.parquet"))
         write_json_atomic(marker, read_json(task.stats_path) or {"fingerprint": task.fingerprint})
     expected = {f"{t.name}.parquet" for t in plan.shards}
-    for path in list_shards(dest):
-        if path.rsplit("/", 1)[-1] not in expected:
+    for path in list_shards(dest, committed_only=False):
+        name = path.rsplit("/", 1)[-1]
+        if name not in expected:
             fs.rm(filesystem(path)[1])
+            remove_file(join(dest, STATS_DIR, name[: -len(".parquet")] + ".json"))
     write_json_atomic(join(dest, MANIFEST), read_json(join(plan.directory, MANIFEST)) or {})
 
