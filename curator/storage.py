@@ -1,8 +1,14 @@
 """Files and shards on any fsspec filesystem: listing inputs, fingerprints, atomic writes.
 
-Every shard file is written to a hidden temporary name in its final directory and renamed into
-place, so a reader never sees a half-written shard and a killed run leaves only temp files, which
-the next run removes.
+On local disk every shard file is written to a hidden temporary name in its final directory and
+renamed into place, so a reader never sees a half-written shard and a killed run leaves only temp
+files, which the next run removes. Object stores (s3://, gs://, memory://) have no atomic rename:
+there a shard is written to a local spool file and uploaded whole in one request, so its object
+appears complete or not at all. Remote calls are retried on transient errors
+(:mod:`curator.object_store`).
+
+A shard of a run counts as done only when its commit marker (``_stats/part-NNNNN.json``, written
+after the data) exists; :func:`list_shards` leaves out the shards of a run's dataset that have none.
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ import glob as globlib
 import gzip
 import hashlib
 import json
+import logging
 import os
+import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,8 +30,14 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curator.object_store import DEFAULT_POLICY, RetryPolicy, is_transient, renames_atomically, unwrap, with_retries
+
+log = logging.getLogger("curator.storage")
 PARQUET_COMPRESSION = "zstd"
 TMP_PREFIX = ".tmp-"
+SPOOL_PREFIX = ".tmp-curator-spool-"
+COMMIT_DIR = "_stats"
+"""Where a run's dataset keeps its commit markers (``_stats/part-NNNNN.json``); same as plan.STATS_DIR."""
 
 
 def shard_name(index: int) -> str:
@@ -35,9 +50,13 @@ def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem of a path and the path as that filesystem names it."""
-    return fsspec.core.url_to_fs(path)
+def filesystem(path: str) -> tuple[Any, str]:
+    """The fsspec filesystem of a path and the path as that filesystem names it.
+
+    Remote filesystems come wrapped in :class:`~curator.object_store.RetryingFileSystem`.
+    """
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    return with_retries(fs), fs_path
 
 
 def join(base: str, *parts: str) -> str:
@@ -103,8 +122,8 @@ def read_listing(listing: str, base_dir: str, prefix: str, limit: int | None) ->
     first N lines.
     """
     path = listing if is_remote(listing) else os.path.join(base_dir, os.path.expanduser(listing))
-    with fsspec.open(path, "rb") as fh:
-        raw = fh.read()
+    fs, fs_path = filesystem(path)
+    raw = fs.cat_file(fs_path)
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     lines = [ln.strip() for ln in raw.decode("utf-8").splitlines() if ln.strip()]
@@ -126,12 +145,16 @@ def _tmp_name(final: str) -> str:
 
 
 def write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON to ``path`` atomically (temp file in the same folder, then rename)."""
+    """Write JSON to ``path`` atomically: temp file and rename on local disk, one PUT on object stores."""
     fs, fs_path = filesystem(path)
+    blob = json.dumps(data, indent=1, sort_keys=True, default=str).encode()
+    if not renames_atomically(fs):
+        fs.pipe_file(fs_path, blob)
+        return
     fs.makedirs(fs_path.rsplit("/", 1)[0], exist_ok=True)
     tmp = _tmp_name(fs_path)
     with fs.open(tmp, "wb") as fh:
-        fh.write(json.dumps(data, indent=1, sort_keys=True, default=str).encode())
+        fh.write(blob)
     fs.mv(tmp, fs_path)
 
 
@@ -139,24 +162,80 @@ def read_json(path: str) -> Any | None:
     """Read a JSON file, or return None if it does not exist or is not valid JSON."""
     fs, fs_path = filesystem(path)
     try:
-        with fs.open(fs_path, "rb") as fh:
-            return json.loads(fh.read())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return json.loads(fs.cat_file(fs_path))
+    except (FileNotFoundError, IsADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+def remove_file(path: str) -> None:
+    """Delete a file; no error if there is none (object stores do not say whether there was)."""
+    fs, fs_path = filesystem(path)
+    try:
+        fs.rm_file(fs_path)
+    except FileNotFoundError:
+        pass
+
+
+def copy_file(src: str, dest: str) -> None:
+    """Copy a file to ``dest`` so that ``dest`` is never seen half-written (any two filesystems).
+
+    Local destination: a temp file renamed into place. Object store: a server-side copy within
+    one store, else the bytes pass through a local spool file uploaded in one request.
+    """
+    src_fs, src_path = filesystem(src)
+    dest_fs, dest_path = filesystem(dest)
+    if renames_atomically(dest_fs):
+        dest_fs.makedirs(dest_path.rsplit("/", 1)[0], exist_ok=True)
+        tmp = _tmp_name(dest_path)
+        try:
+            src_fs.get_file(src_path, tmp)
+            dest_fs.mv(tmp, dest_path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+    elif unwrap(src_fs) is unwrap(dest_fs):  # fsspec caches instances: same store, same options
+        dest_fs.copy(src_path, dest_path)
+    else:
+        spool = _spool_file()
+        try:
+            src_fs.get_file(src_path, spool)
+            dest_fs.put_file(spool, dest_path)
+        finally:
+            _unlink(spool)
+
+
+def _spool_file() -> str:
+    """A new local file for staging an upload (in the system temp folder, ``TMPDIR``)."""
+    fd, spool = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".part")
+    os.close(fd)
+    return spool
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class ShardWriter:
     """Streams Arrow tables into one Parquet shard, published atomically on :meth:`commit`.
 
-    Tables with differing but compatible schemas (e.g. a column that is all-null in one batch)
-    are cast to the first batch's schema; the schema can also be given up front.
+    On local disk the shard is a temp file in its folder, renamed into place; on an object store
+    it is a local spool file, uploaded whole (with retries) on commit. Tables with differing but
+    compatible schemas (e.g. a column that is all-null in one batch) are cast to the first batch's
+    schema; the schema can also be given up front.
     """
 
     def __init__(self, path: str, schema: pa.Schema | None = None) -> None:
         self.path = path
         self._fs, self._fs_path = filesystem(path)
-        self._fs.makedirs(self._fs_path.rsplit("/", 1)[0], exist_ok=True)
-        self._tmp = _tmp_name(self._fs_path)
+        self._local = renames_atomically(self._fs)
+        if self._local:
+            self._fs.makedirs(self._fs_path.rsplit("/", 1)[0], exist_ok=True)
+            self._tmp = _tmp_name(self._fs_path)
+        else:
+            self._tmp = ""  # the local spool file, made on the first write
         self._schema = schema
         self._writer: pq.ParquetWriter | None = None
         self._sink: Any = None
@@ -172,7 +251,9 @@ class ShardWriter:
         if self._writer is None:
             if self._schema is None:
                 self._schema = table.schema
-            self._sink = self._fs.open(self._tmp, "wb")
+            if not self._local:
+                self._tmp = _spool_file()
+            self._sink = self._fs.open(self._tmp, "wb") if self._local else open(self._tmp, "wb")
             self._writer = pq.ParquetWriter(self._sink, self._schema, compression=PARQUET_COMPRESSION)
         if table.schema != self._schema:
             table = conform(table, self._schema)
@@ -181,21 +262,30 @@ class ShardWriter:
             self.rows += table.num_rows
 
     def commit(self, empty_schema: pa.Schema | None = None) -> None:
-        """Finish the file and move it into place. An unwritten shard becomes an empty one."""
+        """Finish the file and publish it. An unwritten shard becomes an empty one."""
         if self._writer is None:
             self.write(pa.Table.from_batches([], schema=self._schema or empty_schema or pa.schema([])))
         assert self._writer is not None
         self._writer.close()
         self._sink.close()
-        self._fs.mv(self._tmp, self._fs_path)
+        if self._local:
+            self._fs.mv(self._tmp, self._fs_path)
+            return
+        try:
+            self._fs.put_file(self._tmp, self._fs_path)
+        finally:
+            _unlink(self._tmp)
 
     def abort(self) -> None:
-        """Drop the temporary file."""
+        """Drop the temporary (or spool) file."""
         try:
             if self._writer is not None:
                 self._writer.close()
                 self._sink.close()
-            if self._fs.exists(self._tmp):
+            if not self._local:
+                if self._tmp:
+                    _unlink(self._tmp)
+            elif self._fs.exists(self._tmp):
                 self._fs.rm(self._tmp)
         except OSError:
             pass
@@ -220,18 +310,43 @@ MAX_BATCH_BYTES = 64 << 20
 
 
 def read_batches(path: str, batch_rows: int, columns: list[str] | None = None,
-                 max_batch_bytes: int = MAX_BATCH_BYTES) -> Iterator[pa.Table]:
+                 max_batch_bytes: int = MAX_BATCH_BYTES, policy: RetryPolicy = DEFAULT_POLICY) -> Iterator[pa.Table]:
     """Yield a Parquet shard as tables of at most ``batch_rows`` rows (bounded memory).
 
     Batches are also kept near ``max_batch_bytes`` (uncompressed, estimated from the file's
-    metadata), so a shard of raw HTML is not read 10,000 pages at a time.
+    metadata), so a shard of raw HTML is not read 10,000 pages at a time. A read broken by a
+    transient error (a reset connection to an object store) is reopened and resumed at the first
+    row not yet yielded, up to ``policy.attempts`` times in a row.
     """
     fs, fs_path = filesystem(path)
+    done = 0  # rows yielded so far
+    failures = 0
+    while True:
+        try:
+            for table in _read_from(fs, fs_path, done, batch_rows, columns, max_batch_bytes):
+                failures = 0
+                done += table.num_rows
+                yield table
+            return
+        except Exception as exc:
+            failures += 1
+            if not is_transient(exc) or failures >= policy.attempts:
+                raise
+            wait = policy.delay(failures)
+            log.warning("read %s: transient error after %d rows (attempt %d/%d), resuming in %.2fs: %s: %s",
+                        path, done, failures, policy.attempts, wait, type(exc).__name__, exc)
+            time.sleep(wait)
+
+
+def _read_from(fs: Any, fs_path: str, start: int, batch_rows: int, columns: list[str] | None,
+               max_batch_bytes: int) -> Iterator[pa.Table]:
+    """The batches of a Parquet file from row ``start`` on (row groups before it are not read)."""
     with fs.open(fs_path, "rb") as fh:
         pf = pq.ParquetFile(fh)
         meta = pf.metadata
         if meta.num_rows == 0:
-            yield pf.schema_arrow.empty_table()
+            if start == 0:
+                yield pf.schema_arrow.empty_table()
             return
         total_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         if columns is not None and total_bytes:
@@ -243,7 +358,25 @@ def read_batches(path: str, batch_rows: int, columns: list[str] | None = None,
             )
         bytes_per_row = max(1.0, total_bytes / meta.num_rows)
         rows = max(1, min(batch_rows, int(max_batch_bytes / bytes_per_row)))
-        for batch in pf.iter_batches(batch_size=rows, columns=columns):
+        if start == 0:
+            batches = pf.iter_batches(batch_size=rows, columns=columns)
+            skip = 0
+        else:
+            first, offset = 0, 0
+            while first < meta.num_row_groups and offset + meta.row_group(first).num_rows <= start:
+                offset += meta.row_group(first).num_rows
+                first += 1
+            if first == meta.num_row_groups:
+                return
+            batches = pf.iter_batches(batch_size=rows, columns=columns,
+                                      row_groups=list(range(first, meta.num_row_groups)))
+            skip = start - offset
+        for batch in batches:
+            if skip >= batch.num_rows:
+                skip -= batch.num_rows
+                continue
+            if skip:
+                batch, skip = batch.slice(skip), 0
             yield pa.Table.from_batches([batch])
 
 
@@ -254,15 +387,30 @@ def read_schema(path: str) -> pa.Schema:
         return pq.ParquetFile(fh).schema_arrow
 
 
-def list_shards(dataset_dir: str) -> list[str]:
-    """The Parquet shards of a dataset directory, sorted; hidden and ``_``-prefixed names skipped."""
+def list_shards(dataset_dir: str, committed_only: bool = True) -> list[str]:
+    """The Parquet shards of a dataset directory, sorted; hidden and ``_``-prefixed names skipped.
+
+    In a dataset written by a run (it has a ``_stats`` folder of commit markers) a shard without
+    its marker is not part of the dataset (a killed run left it, or it is being rewritten) and is
+    left out, unless ``committed_only`` is False. Other datasets list every shard.
+    """
     fs, fs_path = filesystem(dataset_dir)
     if not fs.isdir(fs_path):
         raise FileNotFoundError(dataset_dir)
+    entries = fs.ls(fs_path, detail=False)
     names = sorted(
-        p for p in fs.ls(fs_path, detail=False)
+        p for p in entries
         if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith((".", "_"))
     )
+    commit_dir = f"{fs_path.rstrip('/')}/{COMMIT_DIR}"
+    if committed_only and any(p.rstrip("/").rsplit("/", 1)[-1] == COMMIT_DIR for p in entries):
+        markers = {p.rsplit("/", 1)[-1] for p in fs.ls(commit_dir, detail=False)}
+        uncommitted = [n for n in names if n.rsplit("/", 1)[-1][: -len(".parquet")] + ".json" not in markers]
+        if uncommitted:
+            log.info("%s: leaving out %d shards without a commit marker (%s)", dataset_dir, len(uncommitted),
+                     ", ".join(n.rsplit("/", 1)[-1] for n in uncommitted[:5]))
+            left_out = set(uncommitted)
+            names = [n for n in names if n not in left_out]
     if is_remote(dataset_dir):
         protocol = dataset_dir.split("://", 1)[0]
         return [f"{protocol}://{n}" for n in names]

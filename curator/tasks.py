@@ -18,7 +18,7 @@ import pyarrow as pa
 from curator.plan import ShardTask, StageRef
 from curator.registry import StageRegistry
 from curator.stage import DROP_REASON, MapStage, ShardStats, SourceStage, Stage, split_drops
-from curator.storage import ShardWriter, filesystem, read_batches, write_json_atomic
+from curator.storage import ShardWriter, filesystem, read_batches, remove_file, write_json_atomic
 
 _CACHE_ATTR = "_curator_stage_cache"
 
@@ -74,8 +74,22 @@ def build_stage(ref: StageRef, cache: dict[str, Any] | None = None) -> Stage:
     return stage
 
 
+def uncommit_shard(task: ShardTask) -> None:
+    """Remove a shard's commit marker before its data is rewritten.
+
+    A marker therefore always describes the data beside it: between the rewrite of the data and
+    the new marker, the shard counts as not done (and :func:`curator.storage.list_shards` leaves
+    it out), on object stores as on local disk.
+    """
+    remove_file(task.stats_path)
+
+
 def commit_shard(task: ShardTask, stats: ShardStats, rows: int) -> dict[str, Any]:
-    """Write a shard's stats file, the commit marker that makes it count as done."""
+    """Write a shard's stats file, the commit marker that makes it count as done.
+
+    It is written last, after the shard's data (and rejected side shard) are in place, in one
+    atomic step (rename on local disk, a single PUT on object stores).
+    """
     record = {
         "stage": task.stage_id,
         "shard": task.name,
@@ -93,6 +107,7 @@ def commit_shard(task: ShardTask, stats: ShardStats, rows: int) -> dict[str, Any
 def write_shard(task: ShardTask, results: Iterable[tuple[pa.Table, pa.Table | None]],
                 stats: ShardStats, schema: pa.Schema | None = None) -> dict[str, Any]:
     """Stream (kept, rejected) tables into the shard (and its rejected side shard), then commit."""
+    uncommit_shard(task)
     writer = ShardWriter(task.output, schema)
     rejected_writer: ShardWriter | None = None
     try:
