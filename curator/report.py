@@ -4,67 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from curator.plan import (BLEND_MANIFEST, CONTAMINATION_REPORT, DEDUP_SUMMARY, ENSEMBLE_SUMMARY, LLM_STATS, MANIFEST,
-                          STATS_DIR, TOKEN_COUNTS)
-from curator.runner import RUN_RECORD
-from curator.stage import ShardStats
-from curator.storage import filesystem, join, read_json
+from curator.plan import BLEND_MANIFEST, CONTAMINATION_REPORT
+from curator.report_collect import (RunReport, StageSummary, TokenFigure, collect, collect_run, token_figures,
+                                    wall_seconds)
+from curator.report_svg import columns_svg, funnel_svg, human, source_colors, stacked_bar_svg
+from curator.storage import filesystem, join
 
+log = logging.getLogger("curator.report")
 
-@dataclass
-class StageSummary:
-    """What the report shows of one stage."""
-
-    stage_id: str
-    uses: str
-    kind: str
-    shards_total: int
-    shards_done: int = 0
-    stats: ShardStats = field(default_factory=ShardStats)
-    complete: bool = False
-    dedup: dict[str, Any] | None = None            # _fuzzy_dedup.json of a dedup.fuzzy stage
-    contamination: dict[str, Any] | None = None    # _contamination.json of a dedup.decontaminate stage
-    llm: dict[str, Any] | None = None              # _llm_stats.json of a stage that calls an LLM
-    ensemble: dict[str, Any] | None = None         # _ensemble.json of a classify.ensemble stage
-    token_counts: dict[str, Any] | None = None     # _token_counts.json of a token counting stage
-    blend: dict[str, Any] | None = None            # _blend.json of a blend stage
-
-
-def collect(run_dir: str) -> tuple[dict[str, Any], list[StageSummary]]:
-    """Read a run directory's run record and every stage's shard stats."""
-    run = read_json(join(run_dir, RUN_RECORD))
-    if not isinstance(run, dict):
-        raise FileNotFoundError(f"{run_dir}: no {RUN_RECORD} (is this a curator run directory?)")
-    summaries = []
-    for stage in run.get("stages", []):
-        summary = StageSummary(stage["id"], stage["uses"], stage["kind"], int(stage.get("shards", 0)))
-        stage_dir = join(run_dir, stage["id"])
-        manifest = read_json(join(stage_dir, MANIFEST))
-        fingerprints = {s["name"]: s["fingerprint"] for s in manifest.get("shards", [])} if manifest else None
-        fs, stats_dir = filesystem(join(stage_dir, STATS_DIR))
-        if fs.isdir(stats_dir):
-            for path in sorted(fs.ls(stats_dir, detail=False)):
-                name = path.rsplit("/", 1)[-1]
-                if not (name.startswith("part-") and name.endswith(".json")):
-                    continue
-                record = read_json(join(stage_dir, STATS_DIR, name))
-                if not isinstance(record, dict):
-                    continue
-                if fingerprints is not None and fingerprints.get(name[:-5]) != record.get("fingerprint"):
-                    continue
-                summary.shards_done += 1
-                summary.stats.add(ShardStats.from_json(record.get("stats", {})))
-        summary.complete = manifest is not None and summary.shards_done >= summary.shards_total
-        for attr, side_file in (("dedup", DEDUP_SUMMARY), ("contamination", CONTAMINATION_REPORT), ("llm", LLM_STATS),
-                                ("ensemble", ENSEMBLE_SUMMARY), ("token_counts", TOKEN_COUNTS),
-                                ("blend", BLEND_MANIFEST)):
-            record = read_json(join(stage_dir, side_file))
-            setattr(summary, attr, record if isinstance(record, dict) else None)
-        summaries.append(summary)
-    return run, summaries
+__all__ = ["StageSummary", "collect", "collect_run", "columns_svg", "funnel_svg", "render", "source_colors",
+           "stacked_bar_svg", "write_report"]
 
 
 def _dedup_section(stages: list[StageSummary]) -> str:
@@ -128,6 +81,7 @@ def _llm_section(stages: list[StageSummary]) -> str:
                if rows else "")
             + _annotation_counts(st)
             + _cleanup_counts(st)
+            + _llm_plots(s.stage_id, st)
         )
     return "<h2>LLM requests</h2>" + "".join(parts) if parts else ""
 
@@ -263,51 +217,8 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.3g}%"
 
 
-BLEND_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-                "#9c755f", "#bab0ac")
-"""Colours of a blend's sources, in the order the manifest lists them (evenly spread hues after these)."""
-
 EPOCH_CAP_TOLERANCE = 1e-6
 """Relative slack under which a source's effective epochs count as at its cap (the solver's floats)."""
-
-
-def source_colors(names: list[str]) -> dict[str, str]:
-    """One colour per source, so that a source has the same colour in every phase."""
-    return {name: BLEND_COLORS[i] if i < len(BLEND_COLORS) else f"hsl({i * 137.508 % 360:.0f}, 55%, 50%)"
-            for i, name in enumerate(names)}
-
-
-def stacked_bar_svg(title: str, parts: list[tuple[str, float]], colors: dict[str, str]) -> str:
-    """One horizontal bar split into parts by their share, as inline SVG, with a legend (share and amount)."""
-    width, left, bar_y, bar_h, line_h = 760, 10, 30, 30, 20
-    total = sum(value for _, value in parts) or 1
-    legend, x, y = [], left, bar_y + bar_h + 22
-    for name, value in parts:
-        label = f"{name} {value / total:.1%} ({_human(value)})"
-        item_w = 16 + 7 * len(label) + 18  # swatch, text at about 7 px a character, gap
-        if x + item_w > width - left and x > left:
-            x, y = left, y + line_h
-        legend.append((name, label, x, y))
-        x += item_w
-    svg = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y + 10}" role="img" '
-        f'aria-label="{html.escape(title)}" class="plot">',
-        f'<text x="0" y="18" font-size="15" font-weight="bold">{html.escape(title)}</text>',
-    ]
-    x = left
-    for name, value in parts:
-        w = (width - 2 * left) * value / total
-        svg.append(f'<rect x="{x:.1f}" y="{bar_y}" width="{w:.1f}" height="{bar_h}" fill="{colors[name]}">'
-                   f'<title>{html.escape(name)}: {value:,.0f} ({value / total:.1%})</title></rect>')
-        if w > 48:
-            svg.append(f'<text x="{x + w / 2:.1f}" y="{bar_y + bar_h * 0.67:.1f}" font-size="12" fill="#fff" '
-                       f'text-anchor="middle">{value / total:.0%}</text>')
-        x += w
-    for name, label, lx, ly in legend:
-        svg.append(f'<rect x="{lx}" y="{ly - 11}" width="12" height="12" fill="{colors[name]}"/>')
-        svg.append(f'<text x="{lx + 16}" y="{ly}" font-size="12">{html.escape(label)}</text>')
-    svg.append("</svg>")
-    return "".join(svg)
 
 
 def _blend_sources(b: dict[str, Any]) -> list[str]:
@@ -401,122 +312,212 @@ def _blend_section(stages: list[StageSummary]) -> str:
             share = p.get("share")
             title = (f"{s.stage_id} {p.get('name')}: "
                      + (f"{_percent(share)} of the budget, " if isinstance(share, (int, float)) else "")
-                     + f"{_human(p.get('tokens', sum(v for _, v in composition)))} tokens by source")
+                     + f"{human(p.get('tokens', sum(v for _, v in composition)))} tokens by source")
             parts.append(stacked_bar_svg(title, composition, colors))
         parts.append(_blend_table(b, names))
     return "<h2>Blend</h2>" + "".join(parts) if parts else ""
 
 
-def columns_svg(title: str, values: list[int], color: str) -> str:
-    """A histogram as inline SVG: one vertical bar per value, labelled by its index (buckets 0-19)."""
-    width, height, left, top_pad, bottom = 760, 190, 10, 30, 36
-    slot = (width - 2 * left) / max(len(values), 1)
-    top = max(values) if values and max(values) > 0 else 1
-    plot_h = height - top_pad - bottom
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="{html.escape(title)}" class="plot">',
-        f'<text x="0" y="18" font-size="15" font-weight="bold">{html.escape(title)}</text>',
-    ]
-    for i, value in enumerate(values):
-        h = plot_h * value / top
-        x = left + i * slot
-        y = top_pad + plot_h - h
-        parts.append(f'<rect x="{x + 2:.1f}" y="{y:.1f}" width="{slot - 4:.1f}" height="{max(h, 1):.1f}" '
-                     f'fill="{color}"><title>{i}: {value:,}</title></rect>')
-        parts.append(f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 14}" font-size="12" '
-                     f'text-anchor="middle">{i}</text>')
-        parts.append(f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 28}" font-size="10" '
-                     f'text-anchor="middle" fill="#555">{_human(value)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _human(n: float) -> str:
-    for unit in ("", "K", "M", "G", "T"):
-        if abs(n) < 1000:
-            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
-        n /= 1000
-    return f"{n:.1f}P"
-
-
-def funnel_svg(title: str, labels: list[str], values: list[int], color: str) -> str:
-    """A horizontal bar chart as inline SVG."""
-    width, bar_h, gap, left, right = 760, 26, 8, 170, 90
-    height = 40 + len(labels) * (bar_h + gap)
-    top = max(values) if values and max(values) > 0 else 1
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="{html.escape(title)}" class="plot">',
-        f'<text x="0" y="18" font-size="15" font-weight="bold">{html.escape(title)}</text>',
-    ]
-    for i, (label, value) in enumerate(zip(labels, values)):
-        y = 32 + i * (bar_h + gap)
-        w = (width - left - right) * value / top
-        parts.append(f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" font-size="13" text-anchor="end">'
-                     f'{html.escape(label)}</text>')
-        parts.append(f'<rect x="{left}" y="{y}" width="{max(w, 1):.1f}" height="{bar_h}" fill="{color}"/>')
-        parts.append(f'<text x="{left + w + 6:.1f}" y="{y + bar_h * 0.7:.1f}" font-size="13">{_human(value)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def render(run: dict[str, Any], stages: list[StageSummary]) -> str:
-    """The report page as a string."""
+def _funnel_section(stages: list[StageSummary]) -> str:
+    """Documents, tokens and content bytes out of each stage."""
     labels = [s.stage_id for s in stages]
-    docs = [s.stats.docs_out for s in stages]
-    nbytes = [s.stats.bytes_out for s in stages]
+    figures, ratio, source = token_figures(stages)
+    token_values = [f.tokens or 0.0 for f in figures]
+    token_texts = [_token_text(f) for f in figures]
+    token_colors = [TOKENS_ESTIMATED_COLOR if f.estimated else TOKENS_COLOR for f in figures]
+    estimated = [html.escape(s.stage_id) for s, f in zip(stages, figures) if f.estimated]
+    no_text = [html.escape(s.stage_id) for s, f in zip(stages, figures) if f.tokens is None]
+    notes = []
+    if estimated:
+        notes.append(f"Tokens of {', '.join(estimated)} are estimated from content bytes at {ratio:.2f} bytes per "
+                     f"token ({html.escape(source)}); the others are the sums of their <code>tokens</code> column.")
+    if no_text:
+        notes.append(f"No tokens for {', '.join(no_text)}: no text column in the output (raw records before "
+                     "extraction), or no shard finished.")
+    return ("<h2>Funnel</h2>"
+            + funnel_svg("Documents out of each stage", labels, [s.stats.docs_out for s in stages], "#3b6ea8")
+            + funnel_svg("Tokens out of each stage (light bars: estimated)", labels, token_values, TOKENS_COLOR,
+                         colors=token_colors, value_texts=token_texts)
+            + "".join(f'<p class="note">{n}</p>' for n in notes)
+            + funnel_svg("Content bytes out of each stage (text, or raw body before extraction)", labels,
+                         [s.stats.bytes_out for s in stages], "#c26a2e"))
+
+
+TOKENS_COLOR = "#2f7d4f"
+TOKENS_ESTIMATED_COLOR = "#9cc9a9"
+
+
+def _token_text(figure: TokenFigure) -> str:
+    if figure.tokens is None:
+        return "no text"
+    return f"~{human(figure.tokens)} (est.)" if figure.estimated else human(figure.tokens)
+
+
+MAX_DROP_BARS = 30
+"""The drop plot shows this many (stage, reason) bars, largest first within each stage; the rest as one bar."""
+
+
+def _drops_section(stages: list[StageSummary]) -> str:
+    """Dropped documents by stage and reason."""
+    pairs = [(f"{s.stage_id}: {reason}", n) for s in stages for reason, n in s.stats.drops.most_common() if n]
+    if not pairs:
+        return '<h2>Drop reasons</h2><p class="note">No stage dropped a document.</p>'
+    shown, rest = pairs[:MAX_DROP_BARS], pairs[MAX_DROP_BARS:]
+    if rest:
+        shown.append((f"{len(rest)} more reasons", sum(n for _, n in rest)))
+    total = sum(n for _, n in pairs)
+    return (f"<h2>Drop reasons</h2><p>{total:,} documents dropped in all, each counted under the stage and "
+            "reason that dropped it (the table of stages lists every reason).</p>"
+            + funnel_svg("Documents dropped, by stage and reason", [p for p, _ in shown], [n for _, n in shown],
+                         "#b5473a"))
+
+
+def _timing_section(stages: list[StageSummary]) -> str:
+    """Wall-clock time and throughput per stage."""
+    by_id = {s.stage_id: s for s in stages}
+    timed = [(s, wall_seconds(s, by_id)) for s in stages]
+    timed = [(s, w) for s, w in timed if w is not None]
+    if not timed:
+        return '<h2>Time and throughput</h2><p class="note">No shard records finish times: no timing to show.</p>'
+    labels = [s.stage_id for s, _ in timed]
+    rates = [s.stats.docs_in / w if w > 0 else 0.0 for s, w in timed]
+    return ("<h2>Time and throughput</h2><p>Wall-clock time from a stage's first shard starting (a global stage: "
+            "from its inputs being complete) to its last shard finishing; map stages overlap, as shards stream "
+            "through them. Throughput is documents in per wall-clock second; the table of stages has it per "
+            "task second too.</p>"
+            + funnel_svg("Wall-clock seconds per stage", labels, [w for _, w in timed], "#7a5195",
+                         value_texts=[_duration(w) for _, w in timed])
+            + funnel_svg("Documents in per wall-clock second, per stage", labels, rates, "#ef8e3b",
+                         value_texts=[f"{r:,.0f}/s" for r in rates]))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _llm_plots(stage_id: str, st: dict[str, Any]) -> str:
+    """Request outcomes and the latency histogram of one LLM stage."""
+    outcomes = [("sent", st.get("requests", 0)), ("answered", st.get("successes", 0)),
+                ("from the cache", st.get("cache_hits", 0)), ("duplicates in a batch", st.get("deduplicated", 0))]
+    outcomes += [(f"failed: {k}", v) for k, v in (st.get("failures") or {}).items()]
+    outcomes += [(f"retried: {k}", v) for k, v in (st.get("retries") or {}).items()]
+    plot = funnel_svg(f"{stage_id}: LLM requests", [k for k, _ in outcomes], [int(v or 0) for _, v in outcomes],
+                      "#3a7ca5")
+    histogram = st.get("latency_histogram") or {}
+    counts = {int(k): int(v) for k, v in (histogram.get("counts") or {}).items()}
+    if not counts:
+        return plot
+    floor, per_decade = float(histogram.get("floor_s", 1e-3)), int(histogram.get("buckets_per_decade", 20))
+    buckets = list(range(min(counts), max(counts) + 1))
+    labels = [_latency_label(floor if b == 0 else floor * 10 ** ((b - 0.5) / per_decade)) for b in buckets]
+    return plot + columns_svg(f"{stage_id}: latency of answered requests (seconds, log-spaced buckets)",
+                              [counts.get(b, 0) for b in buckets], "#5b8e7d", labels=labels)
+
+
+def _latency_label(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.3g}s"
+
+
+SECTIONS: tuple[tuple[str, str, Callable[[list[StageSummary]], str], str], ...] = (
+    ("funnel", "Funnel", _funnel_section, ""),
+    ("drops", "Drop reasons", _drops_section, ""),
+    ("timing", "Time and throughput", _timing_section, ""),
+    ("dedup", "Deduplication and decontamination", _dedup_section,
+     "dedup cluster sizes (no stage wrote _fuzzy_dedup.json or _contamination.json)"),
+    ("llm", "LLM requests", _llm_section, "LLM request stats (no stage wrote _llm_stats.json)"),
+    ("quality", "Quality buckets", _ensemble_section,
+     "quality-label histograms (no classify.ensemble stage wrote _ensemble.json)"),
+    ("tokens", "Token counts", _token_counts_section, "token counts (no tokens.count stage wrote _token_counts.json)"),
+    ("blend", "Blend", _blend_section, "blend composition (no blend stage wrote _blend.json)"),
+)
+"""The page's sections: anchor, heading, builder, and what to say when the run has nothing for it."""
+
+
+def _sections(stages: list[StageSummary], notes: list[str]) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """The sections' HTML, (anchor, heading) of those present, and what is absent. A section that fails on
+    a malformed side file becomes a note naming the error, so that the rest of the page still renders."""
+    body, present, absent = [], [], []
+    for anchor, heading, build, when_absent in SECTIONS:
+        try:
+            part = build(stages)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as exc:
+            text = f"section {heading!r} could not be drawn from this run's files: {type(exc).__name__}: {exc}"
+            log.warning("report: %s", text)
+            notes.append(text)
+            continue
+        if part:
+            body.append(f'<section id="{anchor}">{part}</section>')
+            present.append((anchor, heading))
+        elif when_absent:
+            absent.append(when_absent)
+    return "\n".join(body), present, absent
+
+
+def render(run: dict[str, Any], stages: list[StageSummary], notes: list[str] | None = None) -> str:
+    """The report page as a string (``notes``: problems met reading the run, shown at the top)."""
+    notes = list(notes or [])
     rows = []
+    by_id = {s.stage_id: s for s in stages}
     for s in stages:
         drops = ", ".join(f"{html.escape(k)}: {v:,}" for k, v in s.stats.drops.most_common()) or "-"
         rate = s.stats.docs_in / s.stats.seconds if s.stats.seconds else 0
+        wall = wall_seconds(s, by_id)
         rows.append(
             f"<tr><td>{html.escape(s.stage_id)}</td><td><code>{html.escape(s.uses)}</code></td>"
             f"<td>{s.shards_done}/{s.shards_total}{'' if s.complete else ' (incomplete)'}</td>"
-            f"<td>{s.stats.docs_in:,}</td><td>{s.stats.docs_out:,}</td><td>{_human(s.stats.bytes_out)}B</td>"
+            f"<td>{s.stats.docs_in:,}</td><td>{s.stats.docs_out:,}</td><td>{human(s.stats.bytes_out)}B</td>"
+            f"<td>{'-' if wall is None else f'{wall:,.1f}'}</td>"
             f"<td>{s.stats.seconds:,.1f}</td><td>{rate:,.0f}</td><td>{drops}</td></tr>"
         )
+    body, present, absent = _sections(stages, notes)
     failures = run.get("failures") or []
     failure_html = (
-        "<h2>Failures</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in failures) + "</ul>"
+        "<h2>Failures</h2><ul>" + "".join(f"<li>{html.escape(str(f))}</li>" for f in failures) + "</ul>"
         if failures else ""
     )
-    updated = dt.datetime.fromtimestamp(run.get("updated_at", 0), dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    notes_html = "".join(f'<p class="note problem">{html.escape(n)}</p>' for n in notes)
+    absent_html = (f'<p class="note">Not in this run: {html.escape("; ".join(absent))}.</p>' if absent else "")
+    contents = " &middot; ".join(f'<a href="#{a}">{html.escape(h)}</a>' for a, h in
+                                 [*present, ("stages", "Stages")])
+    updated = dt.datetime.fromtimestamp(float(run.get("updated_at") or 0), dt.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>curator run report: {html.escape(str(run.get('pipeline')))}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
 td:first-child, td:nth-child(2), td:last-child, th {{ text-align: left; }}
 .status-complete {{ color: #17692b; }} .status-failed {{ color: #b00020; }}
+.note {{ color: #555; font-style: italic; }} .problem {{ color: #b00020; }}
 svg.plot {{ display: block; margin: 1em 0; }}
 </style></head><body>
 <h1>Run report: {html.escape(str(run.get('pipeline')))}</h1>
 <p>Status: <b class="status-{html.escape(str(run.get('status')))}">{html.escape(str(run.get('status')))}</b>
  &middot; pipeline file <code>{html.escape(str(run.get('pipeline_file')))}</code> &middot; updated {updated}</p>
+<nav>{contents}</nav>
+{notes_html}{absent_html}
 {failure_html}
-<h2>Funnel</h2>
-{funnel_svg("Documents out of each stage", labels, docs, "#3b6ea8")}
-{funnel_svg("Content bytes out of each stage (text, or raw body before extraction)", labels, nbytes, "#c26a2e")}
-<h2>Stages</h2>
+{body}
+<section id="stages"><h2>Stages</h2>
 <table><tr><th>stage</th><th>uses</th><th>shards</th><th>docs in</th><th>docs out</th><th>bytes out</th>
-<th>task seconds</th><th>docs/s per task</th><th>drops by reason</th></tr>
+<th>wall seconds</th><th>task seconds</th><th>docs/s per task</th><th>drops by reason</th></tr>
 {''.join(rows)}
-</table>
-{_dedup_section(stages)}
-{_llm_section(stages)}
-{_ensemble_section(stages)}{_token_counts_section(stages)}{_blend_section(stages)}
+</table></section>
 </body></html>
 """
 
 
 def write_report(run_dir: str, out: str | None = None) -> str:
     """Write the report for ``run_dir`` (default ``RUN_DIR/report.html``); return its path."""
-    run, stages = collect(run_dir)
+    report: RunReport = collect_run(run_dir)
     path = out or join(run_dir, "report.html")
     fs, fs_path = filesystem(path)
     with fs.open(fs_path, "w", encoding="utf-8") as fh:
-        fh.write(render(run, stages))
+        fh.write(render(report.run, report.stages, report.notes))
     return path

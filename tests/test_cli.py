@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.conftest import REPO, cli_env, curator_cmd
 
 SAMPLE_STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "quality_fasttext",
-                 "quality_encoder", "quality", "synth")
+                 "quality_encoder", "quality", "perplexity", "synth")
 
 
 def test_stages_lists_names_params_and_docs() -> None:
@@ -45,8 +45,9 @@ def test_run_sample_then_rerun_then_report(tmp_path: Path, lid_model: Path, gguf
                             env=cli_env(), timeout=120)
     assert report.returncode == 0
     page = Path(report.stdout.strip()).read_text()
-    # two funnels, fuzzy_dedup's cluster sizes, the quality labels and three 0-19 bucket histograms
-    assert "Funnel" in page and page.count("<svg") == 7 and "<h2>Quality buckets</h2>" in page
+    # three funnels, drops, two timing plots, fuzzy_dedup's cluster sizes, synth's requests and latency, the quality
+    # labels and three 0-19 bucket histograms
+    assert "Funnel" in page and page.count("<svg") == 13 and "<h2>Quality buckets</h2>" in page
     for stage in SAMPLE_STAGES:
         assert f"<td>{stage}</td>" in page
 

@@ -126,8 +126,8 @@ def test_blend_and_token_counts_sections(tmp_path: Path) -> None:
     assert ("5 documents cleaned, 3 kept, 1 with no useful content; 12 chunks, 4 answered NO USEFUL CONTENT. "
             "Chunks by outcome: no_useful_content: 4, text: 8; documents dropped by reason: empty_answer: 1, "
             "no_useful_content: 1.") in page
-    # The funnel's two plots, the two phase bars, nothing else.
-    assert page.count("<svg") == 4
+    # The funnel's three plots (documents, tokens, bytes), the cleanup's requests, the two phase bars.
+    assert page.count("<svg") == 6
 
 
 def test_plan_only_blend_has_no_materialised_columns(tmp_path: Path) -> None:
@@ -147,4 +147,4 @@ def test_run_without_blend_or_token_counts_has_no_such_sections(tmp_path: Path) 
     page = Path(write_report(str(run))).read_text()
     assert "<h2>Blend</h2>" not in page and "<h2>Token counts</h2>" not in page
     assert "<h2>LLM requests</h2>" in page and "documents cleaned" not in page
-    assert page.count("<svg") == 2  # the funnel's two plots
+    assert page.count("<svg") == 4  # the funnel's three plots and the annotation's requests
