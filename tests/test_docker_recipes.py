@@ -32,7 +32,7 @@ DOCKER = REPO / "docker"
 COMPOSE_SCHEMA = REPO / "tests" / "data" / "compose_spec" / "compose-spec.json"
 DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.gpu")
 # Paths the images copy that are not in git: scripts/setup.sh makes them before `docker build`.
-MADE_BY_SETUP = {"models/quality": "scripts/build_quality_models.py"}
+MADE_BY_SETUP = {"models/quality": "scripts/build_quality_models.py", "models/scorer": "scripts/build_scorer_model.py"}
 # `dask cuda worker` options, from dask-cuda's CLI reference (docs/source/api: "dask cuda worker"), used
 # when dask-cuda itself (CUDA machines only) is not installed.
 DASK_CUDA_WORKER_OPTIONS = {
