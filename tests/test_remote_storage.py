@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client
 from fsspec.implementations.memory import MemoryFileSystem
+from moto.server import ThreadedMotoServer  # the dev extra installs moto[server] and s3fs
 
 from curator.object_store import RetryingFileSystem, RetryPolicy, is_transient, retry_call
 from curator.pipeline import load_pipeline
@@ -41,8 +42,6 @@ from curator.storage import (
 from curator.tasks import run_map_shard
 from tests.conftest import TEST_STAGES, cli_env, curator_cmd, read_dataset, write_dataset
 
-moto_server = pytest.importorskip("moto.server")
-pytest.importorskip("s3fs")
 
 N_SHARDS = 8
 STAGES = ("copy", "short", "dedup")
@@ -54,7 +53,7 @@ STAGES = ("copy", "short", "dedup")
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on a free port of 127.0.0.1, for the whole module."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     try:
