@@ -17,8 +17,9 @@ import pytest
 import yaml
 from distributed import Client
 
-from tests.conftest import REPO, TEST_STAGES, cli_env, curator_cmd, read_dataset, write_dataset
+from tests.conftest import REPO, cli_env, curator_cmd, read_dataset, write_dataset
 from tests.helpers.dask_processes import DaskProcesses
+from tests.helpers.slow_pipeline import shard_rows, write_slow_pipeline
 
 SAMPLE_STAGES = ("warc", "decode", "extract", "langid", "ftfy", "dedup", "fuzzy_dedup", "quality_fasttext",
                  "quality_encoder", "quality")
@@ -75,26 +76,8 @@ def test_scheduler_file_run_equals_local_cluster_run(tmp_path: Path, lid_model: 
 # -- a small pipeline, on --scheduler ADDRESS, undisturbed and with a worker killed ---------------
 
 def _write_pipeline(folder: Path) -> Path:
-    shards = []
-    for s in range(N_SHARDS):
-        rows = [{"id": f"{s:03d}-{r:03d}", "text": f"doc {s} {r} " + ("x" * (r % 9))} for r in range(30)]
-        rows[0]["text"] = "the same page text in every shard"  # duplicates across shards
-        shards.append(rows)
-    write_dataset(folder / "in", shards)
-    path = folder / "p.yaml"
-    path.write_text(f"""
-name: cluster
-imports: [{TEST_STAGES}]
-inputs:
-  docs: {{dataset: in}}
-stages:
-  - {{id: copy, uses: test.slow_copy, from: docs, with: {{seconds: 0.4}}}}
-  - {{id: short, uses: test.drop_short, from: copy, with: {{min_chars: 12}}, keep_rejected: true}}
-  - {{id: dedup, uses: dedup.exact, from: short}}
-outputs:
-  final: {{from: dedup}}
-""")
-    return path
+    write_dataset(folder / "in", [shard_rows(s) for s in range(N_SHARDS)])
+    return write_slow_pipeline(folder / "p.yaml", "cluster", "in", copy_seconds=0.4)
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ from curator.storage import (
 )
 from curator.tasks import run_map_shard
 from tests.conftest import TEST_STAGES, cli_env, curator_cmd, read_dataset, write_dataset
+from tests.helpers.slow_pipeline import shard_rows, write_slow_pipeline
 
 
 N_SHARDS = 8
@@ -85,33 +86,14 @@ def _new_bucket() -> str:
     return name
 
 
-def _rows(shard: int) -> list[dict[str, str]]:
-    rows = [{"id": f"{shard:03d}-{r:03d}", "text": f"doc {shard} {r} " + "x" * (r % 9)} for r in range(25)]
-    rows[0]["text"] = "the same page text in every shard"
-    return rows
-
-
 @pytest.fixture(scope="module")
 def local_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The input dataset on local disk."""
-    return write_dataset(tmp_path_factory.mktemp("input") / "in", [_rows(s) for s in range(N_SHARDS)])
+    return write_dataset(tmp_path_factory.mktemp("input") / "in", [shard_rows(s, rows=25) for s in range(N_SHARDS)])
 
 
 def _pipeline(folder: Path, input_dataset: str, copy_seconds: float = 0.0) -> Path:
-    path = folder / f"p-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text(f"""
-name: remote
-imports: [{TEST_STAGES}]
-inputs:
-  docs: {{dataset: "{input_dataset}"}}
-stages:
-  - {{id: copy, uses: test.slow_copy, from: docs, with: {{seconds: {copy_seconds}}}}}
-  - {{id: short, uses: test.drop_short, from: copy, with: {{min_chars: 12}}, keep_rejected: true}}
-  - {{id: dedup, uses: dedup.exact, from: short}}
-outputs:
-  final: {{from: dedup}}
-""")
-    return path
+    return write_slow_pipeline(folder / f"p-{uuid.uuid4().hex[:6]}.yaml", "remote", input_dataset, copy_seconds)
 
 
 def _command(pipeline: Path, run_dir: str) -> list[str]:

@@ -8,32 +8,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import TEST_STAGES, cli_env, curator_cmd, read_dataset, write_dataset
+from tests.conftest import cli_env, curator_cmd, read_dataset, write_dataset
+from tests.helpers.slow_pipeline import shard_rows, write_slow_pipeline
 
 N_SHARDS = 24
 
 
 def _setup(tmp_path: Path) -> Path:
-    shards = []
-    for s in range(N_SHARDS):
-        rows = [{"id": f"{s:03d}-{r:03d}", "text": f"doc {s} {r} " + ("x" * (r % 9))} for r in range(30)]
-        rows[0]["text"] = "the same page text in every shard"  # duplicates across shards
-        shards.append(rows)
-    write_dataset(tmp_path / "in", shards)
-    path = tmp_path / "p.yaml"
-    path.write_text(f"""
-name: resume
-imports: [{TEST_STAGES}]
-inputs:
-  docs: {{dataset: in}}
-stages:
-  - {{id: copy, uses: test.slow_copy, from: docs, with: {{seconds: 0.4}}}}
-  - {{id: short, uses: test.drop_short, from: copy, with: {{min_chars: 12}}, keep_rejected: true}}
-  - {{id: dedup, uses: dedup.exact, from: short}}
-outputs:
-  final: {{from: dedup}}
-""")
-    return path
+    write_dataset(tmp_path / "in", [shard_rows(s) for s in range(N_SHARDS)])
+    return write_slow_pipeline(tmp_path / "p.yaml", "resume", "in", copy_seconds=0.4)
 
 
 def _command(path: Path, run_dir: Path) -> list[str]:
