@@ -16,24 +16,24 @@ A null text gets null columns (never a made-up score); such rows are counted in 
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
+from classifiers.model_stage import ModelScoringStage
 from curator.columns import put_column
-from curator.stage import MapStage, PathParam, Resources
+from curator.stage import PathParam
 
 log = logging.getLogger("classifiers.encoder")
 
 
-class EncoderClassifier(MapStage):
+class EncoderClassifier(ModelScoringStage):
     """Score documents with a local BERT/DeBERTa-v2 classifier checkpoint (Triton kernels on GPU)."""
 
     name = "classify.encoder"
     requires = ("text",)
-    resources: ClassVar[Resources] = Resources(gpus=1)
 
     model_path: PathParam = Field(..., description=(
         "Checkpoint folder: config.json, model.safetensors (with a head) and tokenizer.json; relative to the "
@@ -41,31 +41,17 @@ class EncoderClassifier(MapStage):
     column: str = Field("text", description="The column holding the text to score.")
     output: str = Field("encoder_score", description="Name of the score column (and prefix of the others).")
     max_length: int = Field(512, ge=8, description="Tokens per document; longer documents are truncated.")
-    batch_tokens: int = Field(16384, ge=64, description=(
-        "Padded tokens per forward pass (documents are sorted by length and batched under this budget)."))
-    device: str = Field("auto", description="auto (cuda if visible, else cpu), cpu, cuda, cuda:N.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on GPU, float32 on CPU.")
-    backend: Literal["auto", "triton", "torch"] = Field(
-        "auto", description="auto: our Triton kernels on GPU, PyTorch on CPU.")
     integer_range: tuple[int, int] | None = Field(None, description=(
         "Regression heads: also write <output>_int, the score rounded and clipped to [lo, hi] (e.g. [0, 5])."))
     label_values: dict[str, float] | None = Field(None, description=(
         "Classifier heads: the value of each label for <output> (expected value under the softmax); "
         "default: the class index."))
 
-    _scorer: Any = PrivateAttr(default=None)
-    unpicklable: ClassVar[tuple[str, ...]] = ("_scorer",)
-
     @model_validator(mode="after")
     def _check(self) -> EncoderClassifier:
         if self.integer_range is not None and self.integer_range[0] > self.integer_range[1]:
             raise ValueError(f"integer_range {list(self.integer_range)}: lower bound above upper bound")
         return self
-
-    def task_resources(self) -> Resources:
-        """A GPU per task, unless the stage is pinned to the CPU (``device: cpu``)."""
-        return Resources(gpus=0) if self.device == "cpu" else self.resources
 
     def required_columns(self) -> tuple[str, ...]:
         return (self.column,)

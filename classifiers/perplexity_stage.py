@@ -15,24 +15,23 @@ log. Lower is more like the scorer's training data: a filter such as ``perplexit
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
+from classifiers.model_stage import ModelScoringStage
 from curator.columns import put_column
-from curator.stage import MapStage, PathParam, Resources
+from curator.stage import PathParam
 
 log = logging.getLogger("classifiers.hybrid")
 
 
-class PerplexityScore(MapStage):
+class PerplexityScore(ModelScoringStage):
     """Per-document perplexity under a local Nemotron-H (hybrid Mamba2-Transformer) checkpoint."""
 
     name = "classify.perplexity"
     requires = ("text",)
-    resources: ClassVar[Resources] = Resources(gpus=1)
 
     model_path: PathParam = Field(..., description=(
         "Checkpoint folder: config.json, model.safetensors (or a sharded index) and tokenizer.json; relative to "
@@ -45,26 +44,12 @@ class PerplexityScore(MapStage):
         "Longest sequence one forward pass sees; longer documents are scored in consecutive windows."))
     context_tokens: int = Field(0, ge=0, description=(
         "Tokens of the previous window each later window is conditioned on (not scored again)."))
-    batch_tokens: int = Field(16384, ge=64, description=(
-        "Padded tokens per forward pass (windows are sorted by length and batched under this budget)."))
-    device: str = Field("auto", description="auto (cuda if visible, else cpu), cpu, cuda, cuda:N.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on GPU, float32 on CPU.")
-    backend: Literal["auto", "triton", "torch"] = Field(
-        "auto", description="auto: our Triton kernels on GPU, PyTorch on CPU.")
-
-    _scorer: Any = PrivateAttr(default=None)
-    unpicklable: ClassVar[tuple[str, ...]] = ("_scorer",)
 
     @model_validator(mode="after")
     def _check(self) -> PerplexityScore:
         if self.context_tokens >= self.window_tokens:
             raise ValueError(f"context_tokens {self.context_tokens} must be below window_tokens {self.window_tokens}")
         return self
-
-    def task_resources(self) -> Resources:
-        """A GPU per task, unless the stage is pinned to the CPU (``device: cpu``)."""
-        return Resources(gpus=0) if self.device == "cpu" else self.resources
 
     def required_columns(self) -> tuple[str, ...]:
         return (self.column,)
